@@ -1,0 +1,64 @@
+"""create_app(): the FastAPI application with its routers, templates, static files and error handlers."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from app import web
+from app.config import REPO_ROOT, Settings, get_settings
+from app.db import make_engine, make_sessionmaker
+from app.deps import csrf_protect
+from app.errors import AppError
+from app.security import SecurityHeadersMiddleware
+
+# Each domain contributes a JSON router and an HTML router; add new domains here.
+from app.audit import pages as audit_pages
+from app.users import pages as users_pages
+from app.users import routes as users_routes
+
+ROUTERS = [
+    users_routes.router,
+    users_pages.router,
+    audit_pages.router,
+]
+
+
+def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
+    settings = settings or get_settings()
+    secret_key = settings.require_secret()
+    app = FastAPI(
+        title="rlhf-lab",
+        version="0.1.0",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        dependencies=[Depends(csrf_protect)],
+    )
+    app.state.settings = settings
+    app.state.secret_key = secret_key
+    app.state.engine = engine or make_engine(settings.database_url)
+    app.state.sessionmaker = make_sessionmaker(app.state.engine)
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret_key,
+        session_cookie="rlhf_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+
+    app.add_exception_handler(AppError, web.app_error_handler)
+    app.add_exception_handler(RequestValidationError, web.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, web.http_error_handler)
+    app.add_exception_handler(Exception, web.server_error_handler)
+
+    app.mount("/static", StaticFiles(directory=str(REPO_ROOT / "static")), name="static")
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,8 @@
+"""Imports every domain's tables so that Base.metadata is complete (for Alembic and tests)."""
+
+from __future__ import annotations
+
+
+def import_all_models() -> None:
+    from app.audit import models as _audit  # noqa: F401
+    from app.users import models as _users  # noqa: F401
