@@ -7,6 +7,7 @@ Permissions live here and only here: a handler states the roles it admits in its
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -18,9 +19,24 @@ from app.config import Settings
 from app.db import unit_of_work
 from app.errors import Forbidden, NotAuthenticated
 from app.users import service as users
-from app.users.models import Role, User
+from app.users.models import LabelerGroup, Role, User
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass(frozen=True)
+class UserView:
+    """What pages show of the signed-in user; safe to render even after the request's transaction
+    was rolled back (error pages)."""
+
+    id: int
+    username: str
+    role: Role
+    labeler_group: LabelerGroup
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(user.id, user.username, user.role, user.labeler_group)
 
 
 def get_settings(request: Request) -> Settings:
@@ -81,6 +97,7 @@ def optional_user(request: Request, db: SessionDep) -> User | None:
                 request.session.pop("v", None)
         request.state.auth = "cookie"
     request.state.user = user
+    request.state.user_view = UserView.of(user) if user else None
     return user
 
 

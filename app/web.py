@@ -30,7 +30,7 @@ NAV: dict[str, list[tuple[str, str]]] = {
 
 
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> HTMLResponse:
-    user = getattr(request.state, "user", None)
+    user = getattr(request.state, "user_view", None)
     ctx = {
         "user": user,
         "nav": NAV.get(user.role.value, []) if user else [],
