@@ -122,9 +122,11 @@ def demo(
 
 
 def _register_domain_commands() -> None:
+    from app.runs.cli import register as register_runs
     from app.users.cli import register as register_users
 
     register_users(cli)
+    register_runs(cli)
 
 
 _register_domain_commands()

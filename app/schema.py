@@ -8,4 +8,5 @@ def import_all_models() -> None:
     from app.checkpoints import models as _checkpoints  # noqa: F401
     from app.labeling import models as _labeling  # noqa: F401
     from app.prompts import models as _prompts  # noqa: F401
+    from app.runs import models as _runs  # noqa: F401
     from app.users import models as _users  # noqa: F401

@@ -1,0 +1,66 @@
+"""Training and generation runs (a run is a row) and the metrics they stream."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, Enum, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime, utcnow
+
+
+class RunKind(enum.StrEnum):
+    sft = "sft"
+    rm = "rm"
+    ppo = "ppo"
+    generate = "generate"
+    init_tiny = "init-tiny"
+
+
+class RunStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[RunKind] = mapped_column(Enum(RunKind, name="run_kind", native_enum=False, length=16))
+    # The trainer's options (the keys of its --config file); the worker adds the output folder.
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, name="run_status", native_enum=False, length=16), default=RunStatus.queued
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    output_dir: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")  # last log lines or the failure reason
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RunMetric(Base):
+    __tablename__ = "run_metrics"
+    __table_args__ = (Index("ix_run_metrics_run_name_step", "run_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
