@@ -17,6 +17,8 @@ from app.security import SecurityHeadersMiddleware
 
 # Each domain contributes a JSON router and an HTML router; add new domains here.
 from app.audit import pages as audit_pages
+from app.runs import pages as runs_pages
+from app.runs import routes as runs_routes
 from app.users import pages as users_pages
 from app.users import routes as users_routes
 
@@ -24,6 +26,8 @@ ROUTERS = [
     users_routes.router,
     users_pages.router,
     audit_pages.router,
+    runs_routes.router,
+    runs_pages.router,
 ]
 
 

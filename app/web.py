@@ -23,8 +23,8 @@ templates.env.autoescape = True  # every template, whatever its suffix
 
 # Navigation per role: (label, url). Later domains append their entries here.
 NAV: dict[str, list[tuple[str, str]]] = {
-    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
-    "researcher": [("Home", "/"), ("API tokens", "/account/tokens")],
+    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Runs", "/runs"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
+    "researcher": [("Home", "/"), ("Runs", "/runs"), ("API tokens", "/account/tokens")],
     "labeler": [("Home", "/")],
 }
 
