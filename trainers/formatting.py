@@ -1,0 +1,77 @@
+"""Turning messages into token ids: the tokenizer's chat template, or the plain format.
+
+Plain format (docs/formats.md, when the tokenizer has no chat template)::
+
+    System: {system}\\n\\n            (only when there is a system message)
+    User: {prompt}\\n\\nAssistant: {completion}<eos>
+
+A prompt is encoded once and the response appended as separately encoded ids, so the ids the
+trainer masks as "prompt" are exactly the ids that generation is conditioned on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainers.data import Messages
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def plain_prompt(messages: Messages) -> str:
+    """Render prompt turns and open the assistant turn (``...Assistant:``)."""
+    parts = [f"{ROLE_NAMES[m['role']]}: {m['content']}" for m in messages]
+    return "\n\n".join(parts + ["Assistant:"])
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_text(tokenizer: Any, messages: Messages) -> str:
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return plain_prompt(messages)
+
+
+def encode_prompt(tokenizer: Any, messages: Messages) -> list[int]:
+    text = prompt_text(tokenizer, messages)
+    # a chat template writes its own special tokens; the plain format gets the tokenizer's BOS
+    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
+
+
+def encode_response(tokenizer: Any, messages: Messages, response: str, add_eos: bool = True) -> list[int]:
+    """Ids of the assistant response that follows :func:`encode_prompt`, ending with EOS."""
+    if has_chat_template(tokenizer):
+        p = prompt_text(tokenizer, messages)
+        full = tokenizer.apply_chat_template(
+            messages + [{"role": "assistant", "content": response}], tokenize=False
+        )
+        text = full[len(p):] if full.startswith(p) else response
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        eos = tokenizer.eos_token_id
+        if add_eos and eos is not None and (not ids or ids[-1] != eos):
+            # templates end the turn with their own end token; keep EOS as the stop token
+            ids = ids + [eos]
+        return ids
+    ids = list(tokenizer(" " + response, add_special_tokens=False)["input_ids"])
+    if add_eos and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def encode_pair(
+    tokenizer: Any, messages: Messages, response: str, max_length: int, add_eos: bool = True
+) -> tuple[list[int], int]:
+    """(prompt + response ids, prompt length), truncated to ``max_length``.
+
+    The prompt is cut from the left (its end is what the response follows), the response from
+    the right; at least a quarter of ``max_length`` is kept for the response.
+    """
+    p = encode_prompt(tokenizer, messages)
+    r = encode_response(tokenizer, messages, response, add_eos=add_eos)
+    if len(p) + len(r) > max_length:
+        keep_r = min(len(r), max(max_length // 4, max_length - len(p)))
+        r = r[:keep_r]
+        p = p[-(max_length - keep_r):] if max_length - keep_r > 0 else []
+    return p + r, len(p)

@@ -1,0 +1,120 @@
+"""Sampling responses: K samples per prompt into a completions file the app imports.
+
+Sampling is plain temperature sampling (no top-k, no top-p) so that PPO can recompute the
+same log-probabilities; generation stops at EOS, and a response that reaches
+``max_new_tokens`` without EOS is reported as such (``has_eos``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers.common import init_distributed, is_main, progress, resolve_dtype, set_seed
+from trainers.config import opt
+from trainers.data import Messages, PromptExample, parse_prompt, read_file
+from trainers.errors import ConfigError
+from trainers.formatting import encode_prompt
+from trainers.losses import response_mask
+from trainers.models import load_causal_lm, load_tokenizer, pad_batch
+
+
+@dataclass
+class Sample:
+    prompt_ids: list[int]
+    response_ids: list[int]  # up to and including the first EOS
+    has_eos: bool
+
+
+@torch.no_grad()
+def sample_responses(
+    model: Any, tokenizer: Any, prompts: list[Messages], max_new_tokens: int, temperature: float,
+    device: torch.device, max_prompt_length: int = 512,
+) -> list[Sample]:
+    """One sampled response per prompt (temperature 0 = greedy)."""
+    model = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    enc = [encode_prompt(tokenizer, m)[-max_prompt_length:] for m in prompts]
+    ids, mask = pad_batch(enc, tokenizer.pad_token_id, side="left", device=device)
+    kw: dict[str, Any] = {"do_sample": False} if temperature <= 0 else {
+        "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kw,
+    )
+    resp = out[:, ids.shape[1]:]
+    rmask, has_eos = response_mask(resp, tokenizer.eos_token_id)
+    model.train(was_training)
+    samples = []
+    for i in range(len(prompts)):
+        n = int(rmask[i].sum())
+        samples.append(Sample(enc[i], resp[i, :n].tolist(), bool(has_eos[i])))
+    return samples
+
+
+def decode_response(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+@dataclass
+class GenerateConfig:
+    model: str = opt(help="causal LM folder or hub name")
+    prompts: str = opt(help="prompts file (.jsonl, .jsonl.gz, .parquet; docs/formats.md 'prompts')")
+    out: str = opt(help="completions file to write (.jsonl or .jsonl.gz)")
+    k: int = opt(4, help="samples per prompt")
+    max_new_tokens: int = opt(128, help="maximum response length in tokens")
+    temperature: float = opt(1.0, help="sampling temperature (0 = greedy); no top-k/top-p")
+    batch_size: int = opt(16, help="prompts per generation batch")
+    max_prompt_length: int = opt(512, help="prompts are cut from the left to this many tokens")
+    model_name: str | None = opt(None, help="name written in the 'model' column (default: the folder name)")
+    seed: int = opt(0, help="random seed")
+    dtype: str = opt("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    skip_bad_rows: bool = opt(False, help="skip malformed prompt rows (counted) instead of stopping")
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ConfigError("k must be at least 1")
+        if not self.out.endswith((".jsonl", ".jsonl.gz")):
+            raise ConfigError("--out must end with .jsonl or .jsonl.gz")
+
+
+def generate_completions(cfg: GenerateConfig) -> dict[str, Any]:
+    _, _, device = init_distributed()
+    set_seed(cfg.seed)
+    prompts, report = read_file(cfg.prompts, parse_prompt, cfg.skip_bad_rows)
+    tok = load_tokenizer(cfg.model)
+    model = load_causal_lm(cfg.model, resolve_dtype(cfg.dtype, device)).to(device)
+    name = cfg.model_name or Path(cfg.model.rstrip("/")).name
+    settings = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                "top_k": None, "top_p": None}
+    jobs: list[PromptExample] = [p for p in prompts for _ in range(cfg.k)]
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if is_main():  # the resolved config beside the output: <out>.config.json
+        payload = {"kind": type(cfg).__name__, **asdict(cfg)}
+        out.with_name(out.name + ".config.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    opener = gzip.open if out.name.endswith(".gz") else open
+    n_eos = 0
+    with opener(out, "wt", encoding="utf-8") as fh, progress(len(jobs), "generate") as bar:
+        for start in range(0, len(jobs), cfg.batch_size):
+            batch = jobs[start:start + cfg.batch_size]
+            samples = sample_responses(model, tok, [p.messages for p in batch], cfg.max_new_tokens,
+                                       cfg.temperature, device, cfg.max_prompt_length)
+            for p, s in zip(batch, samples):
+                row: dict[str, Any] = {"prompt": p.text, "completion": decode_response(tok, s.response_ids),
+                                       "model": name, "settings": {**settings, "finished": s.has_eos}}
+                if p.prompt_id is not None:
+                    row = {"prompt_id": p.prompt_id, **row}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n_eos += s.has_eos
+            bar.update(len(batch))
+    result = {"rows": len(jobs), "finished_with_eos": n_eos, "input": report.summary(), "out": str(out)}
+    if is_main():
+        print(json.dumps(result))
+    return result

@@ -1,0 +1,148 @@
+"""Loading models and tokenizers; the scalar-head reward/value model; batching helpers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.errors import ConfigError
+from trainers.losses import last_token_index, position_ids_from_mask
+
+
+def _check_source(name: str) -> None:
+    if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
+        raise ConfigError(f"model {name!r}: no such folder (and the hub is offline)")
+
+
+def load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    _check_source(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load tokenizer from {name!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.sep_token
+    return tok
+
+
+def load_causal_lm(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    _check_source(name)
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load causal LM from {name!r}: {str(e).splitlines()[0]}") from None
+
+
+def apply_residual_dropout(model: nn.Module, p: float) -> int:
+    """Dropout on each attention and MLP branch output, before it joins the residual stream.
+
+    Returns the number of hooked modules (active only in ``train()`` mode).
+    """
+    if p <= 0:
+        return 0
+    n = 0
+    for name, mod in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        in_layer = any(part.isdigit() for part in name.split(".")[:-1])
+        if in_layer and leaf in ("mlp", "self_attn", "attn"):
+
+            def hook(m, inp, out):
+                if isinstance(out, tuple):
+                    return (F.dropout(out[0], p, m.training),) + tuple(out[1:])
+                return F.dropout(out, p, m.training)
+
+            mod.register_forward_hook(hook)
+            n += 1
+    return n
+
+
+class ScalarHeadModel(nn.Module):
+    """A transformers sequence-classification model (num_labels=1) used as RM or value model.
+
+    Decoder backbones (the head is called ``score``): the head reads the hidden state of the last
+    real token, found from the attention mask, with positions counted over real tokens, so the
+    score is the same for left or right padding and when pad == eos. Encoder backbones (BERT,
+    MiniLM ...) use the model's own classification head. ``reward_bias`` (saved in the model
+    config) is added to every score: it is set after RM training so demonstrations score mean 0.
+    """
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+        self.is_decoder = isinstance(getattr(hf_model, "score", None), nn.Linear)
+
+    @property
+    def bias(self) -> float:
+        return float(getattr(self.hf.config, "reward_bias", 0.0) or 0.0)
+
+    def set_bias(self, value: float) -> None:
+        self.hf.config.reward_bias = float(value)
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.hf.base_model(
+            input_ids=input_ids, attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask), use_cache=False,
+        )
+        return out.last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        if not self.is_decoder:
+            if per_token:
+                raise ConfigError("an encoder reward model cannot serve as a per-token value model")
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float() + self.bias
+        h = self.hidden(input_ids, attention_mask)
+        if per_token:
+            return self.hf.score(h).squeeze(-1).float()
+        idx = last_token_index(attention_mask)
+        last = h[torch.arange(h.shape[0], device=h.device), idx]
+        return self.hf.score(last).squeeze(-1).float() + self.bias
+
+    def save_pretrained(self, path: str | Path, **kw: Any) -> None:
+        self.hf.save_pretrained(path, **kw)
+
+
+def load_scalar_model(name: str, dtype: torch.dtype = torch.float32) -> ScalarHeadModel:
+    """Load any backbone (causal LM folder, RM folder, encoder) with a 1-output head."""
+    from transformers import AutoModelForSequenceClassification
+
+    _check_source(name)
+    try:
+        hf = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a reward-model backbone from {name!r}: {str(e).splitlines()[0]}") from None
+    if hf.config.pad_token_id is None:
+        hf.config.pad_token_id = hf.config.eos_token_id
+    hf.config.problem_type = "regression"
+    return ScalarHeadModel(hf)
+
+
+def pad_batch(
+    seqs: list[list[int]], pad_id: int, side: str = "right", device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) padded on ``side``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if side == "right":
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        else:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    if device is not None:
+        ids, mask = ids.to(device), mask.to(device)
+    return ids, mask
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,275 @@
+"""PPO-ptx (InstructGPT): policy and frozen reference from SFT, value model from the RM.
+
+reward = RM score of the finished response - beta * (log pi - log pi_ref) per token; GAE;
+whitened advantages; clipped policy and value losses; plus ``ptx_coef`` (gamma) times the
+language-modelling loss of a pretraining batch, accumulated into the same optimiser step
+(gamma = 0 is plain PPO, the paper used 27.8); optional EMA of the policy weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainers.checkpoint import latest_checkpoint, load_checkpoint, load_extra, save_checkpoint
+from trainers.common import (
+    Metrics, all_reduce_sum, autocast, init_distributed, is_main, progress, resolve_dtype, set_seed, shard,
+)
+from trainers.config import opt, write_config
+from trainers.data import parse_pretrain, parse_prompt, read_file, split_train_valid
+from trainers.errors import ConfigError
+from trainers.losses import clipped_policy_loss, clipped_value_loss, masked_mean
+from trainers.models import load_causal_lm, load_scalar_model, load_tokenizer, pad_batch
+from trainers.rollout import RewardFn, add_advantages, make_rollout, policy_forward, rollout_stats, value_forward
+
+
+@dataclass
+class PPOConfig:
+    policy: str = opt(help="SFT model folder: the policy and the frozen reference start from it")
+    prompts: str = opt(help="prompt rows (docs/formats.md 'prompts'); rows with split valid/test are held out for eval")
+    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
+    reward_model: str | None = opt(None, help="RM folder (required on the command line)")
+    pretrain_data: str | None = opt(None, help="pretraining text for the ptx term: rows with 'text', or SFT rows")
+    value_model: str | None = opt(None, help="value model start (default: the RM when it is a decoder with the policy's vocabulary, else the policy)")
+    steps: int = opt(100, help="PPO iterations (rollout + update)")
+    max_steps: int = opt(0, help="stop after this many iterations (0 = all); for interrupted runs")
+    rollout_batch_size: int = opt(16, help="prompts sampled per iteration (global)")
+    generation_batch_size: int = opt(16, help="prompts per generate() call on each process")
+    minibatch_size: int = opt(8, help="episodes per optimiser step (global)")
+    ppo_epochs: int = opt(2, help="passes over each rollout")
+    lr: float = opt(1e-5, help="policy learning rate (AdamW, constant after warm-up)")
+    value_lr: float = opt(1e-5, help="value model learning rate")
+    warmup_steps: int = opt(0, help="linear warm-up (optimiser steps)")
+    kl_coef: float = opt(0.02, help="beta: per-token KL penalty coefficient")
+    ptx_coef: float = opt(27.8, help="gamma: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)")
+    ptx_batch_size: int = opt(8, help="pretraining sequences per optimiser step (global)")
+    ptx_max_length: int = opt(256, help="pretraining sequence length")
+    gamma: float = opt(1.0, help="discount of GAE")
+    lam: float = opt(0.95, help="lambda of GAE")
+    clip_range: float = opt(0.2, help="policy ratio clip")
+    value_clip: float = opt(0.2, help="value clip around the rollout values")
+    vf_coef: float = opt(1.0, help="value loss weight")
+    grad_clip: float = opt(1.0, help="gradient norm clip per model (0 = off)")
+    temperature: float = opt(1.0, help="sampling temperature; log-probs are recomputed at it; no top-k/top-p")
+    max_new_tokens: int = opt(64, help="response length limit; a response cut here has no EOS")
+    max_prompt_length: int = opt(256, help="prompts are cut from the left to this many tokens")
+    missing_eos_penalty: float | None = opt(None, help="subtract this from the score of a response without EOS (default: score it as is)")
+    ema_decay: float = opt(0.0, help="EMA of the policy weights, saved as the final model (0 = off; paper 0.992)")
+    valid_fraction: float = opt(0.0, help="share of prompts held out for eval/reward when no split is given")
+    eval_every: int = opt(0, help="evaluate held-out reward and pretraining loss every N iterations (0 = start and end)")
+    eval_prompts: int = opt(64, help="held-out prompts used per evaluation")
+    save_every: int = opt(0, help="checkpoint every N iterations (0 = at the end only)")
+    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
+    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
+    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    seed: int = opt(0, help="random seed")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
+
+    def validate(self) -> None:
+        if self.ptx_coef > 0 and not self.pretrain_data:
+            raise ConfigError("ptx_coef > 0 needs --pretrain-data (or set --ptx-coef 0 for plain PPO)")
+        if self.rollout_batch_size % self.minibatch_size:
+            raise ConfigError("rollout_batch_size must be a multiple of minibatch_size")
+
+
+def _scorer(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[Callable, Any]:
+    if reward_fn is not None:
+        return (lambda msgs, ptexts, texts: torch.tensor(reward_fn(ptexts, texts), dtype=torch.float32)), None
+    if not cfg.reward_model:
+        raise ConfigError("missing required option: --reward-model")
+    from trainers.reward import score_texts
+
+    rm = load_scalar_model(cfg.reward_model).to(device).eval()
+    for p in rm.parameters():
+        p.requires_grad_(False)
+    rm_tok = load_tokenizer(cfg.reward_model)
+    return (lambda msgs, ptexts, texts: score_texts(rm, rm_tok, msgs, texts, device)), (rm, rm_tok)
+
+
+def _value_source(cfg: PPOConfig, tok: Any, rm: Any) -> str:
+    if cfg.value_model:
+        return cfg.value_model
+    if rm is not None and rm[0].is_decoder and len(rm[1]) == len(tok):
+        return cfg.reward_model
+    return cfg.policy
+
+
+@torch.no_grad()
+def pretrain_loss(model: Any, batch: list[list[int]], pad_id: int, device, dtype) -> float:
+    was = model.training
+    model.eval()
+    loss = ptx_loss(model, batch, pad_id, device, dtype)
+    model.train(was)
+    return float(loss)
+
+
+def ptx_loss(model: Any, batch: list[list[int]], pad_id: int, device, dtype) -> torch.Tensor:
+    """Mean next-token cross-entropy of pretraining sequences."""
+    ids, mask = pad_batch(batch, pad_id, "right", device)
+    labels = ids.masked_fill(mask == 0, -100)
+    with autocast(device, dtype):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=-100)
+
+
+def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
+    """Run PPO-ptx. ``reward_fn(prompts, responses) -> scores`` replaces the RM (scripted rewards)."""
+    rank, world, device = init_distributed()
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    prompts, report = read_file(cfg.prompts, parse_prompt, cfg.skip_bad_rows)
+    train_p, valid_p = split_train_valid(prompts, cfg.valid_fraction, cfg.seed)
+    valid_p = valid_p[: cfg.eval_prompts]
+    pretrain: list[str] = read_file(cfg.pretrain_data, parse_pretrain, cfg.skip_bad_rows)[0] if cfg.pretrain_data else []
+    if is_main():
+        write_config(cfg, out)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tok = load_tokenizer(cfg.policy)
+    score_fn, rm = _scorer(cfg, reward_fn, device)
+    ckpt_dir = out / "checkpoints"
+    resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    policy = load_causal_lm(str(resume_from / "policy") if resume_from else cfg.policy).to(device).train()
+    ref = load_causal_lm(cfg.policy).to(device).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    value = load_scalar_model(str(resume_from / "value") if resume_from else _value_source(cfg, tok, rm)).to(device).train()
+    pre_ids = [tok(t, add_special_tokens=True)["input_ids"][: cfg.ptx_max_length] for t in pretrain]
+    eval_pre = pre_ids[: max(cfg.ptx_batch_size, 16)]
+    d_policy = DDP(policy) if world > 1 else policy
+    d_value = DDP(value) if world > 1 else value
+    optim = torch.optim.AdamW([{"params": list(policy.parameters()), "lr": cfg.lr},
+                               {"params": list(value.parameters()), "lr": cfg.value_lr}], fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+    ema = {k: v.detach().clone().float() for k, v in policy.state_dict().items()} if cfg.ema_decay > 0 else None
+    step = 0
+    if resume_from:
+        step = load_checkpoint(resume_from, optim, sched)["step"]
+        if ema is not None:
+            ema.update({k[4:]: v.to(device) for k, v in load_extra(resume_from).items() if k.startswith("ema.")})
+    metrics = Metrics(out, resume=resume_from is not None)
+    if resume_from:
+        metrics.truncate_after(step)
+    ac = lambda: autocast(device, dtype)  # noqa: E731
+    n_mb = cfg.rollout_batch_size // cfg.minibatch_size
+    end = min(cfg.steps, cfg.max_steps) if cfg.max_steps else cfg.steps
+
+    def evaluate(at: int) -> None:
+        vals: dict[str, float] = {}
+        if valid_p:
+            mine = shard(valid_p, rank, world)
+            if mine:
+                r, _ = make_rollout(policy, ref, value, tok, [p.messages for p in mine], [p.text for p in mine],
+                                    score_fn, cfg, device, ac)
+                s = r.scores.double().sum()
+                kl = ((r.logprobs - r.ref_logprobs) * r.rmask).sum(-1).double().sum()
+            else:
+                s = kl = torch.zeros((), dtype=torch.float64, device=device)
+            tot = all_reduce_sum(torch.stack([s, kl, torch.tensor(float(len(mine)), dtype=torch.float64, device=device)]))
+            vals.update({"eval/reward": float(tot[0] / tot[2]), "eval/kl": float(tot[1] / tot[2])})
+        if eval_pre:
+            vals["eval/ptx_loss"] = pretrain_loss(policy, eval_pre, tok.pad_token_id, device, dtype)
+        if vals:
+            metrics.log(at, vals)
+
+    if step == 0:
+        evaluate(0)
+    t_start, episodes = time.time(), 0
+    t_gen_total = t_train_total = 0.0
+    bar = progress(end, "ppo", initial=step)
+    while step < end:
+        # --- rollout: this iteration's prompts, in a seeded order that a resumed run repeats
+        per_epoch = max(1, len(train_p) // cfg.rollout_batch_size)
+        epoch, pos = divmod(step, per_epoch)
+        order = torch.randperm(len(train_p), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+        idx = [order[(pos * cfg.rollout_batch_size + j) % len(order)] for j in range(cfg.rollout_batch_size)]
+        batch_p = shard([train_p[i] for i in idx], rank, world)
+        t0 = time.time()
+        r, _ = make_rollout(policy, ref, value, tok, [p.messages for p in batch_p], [p.text for p in batch_p],
+                            score_fn, cfg, device, ac)
+        r = add_advantages(r, cfg.kl_coef, cfg.gamma, cfg.lam)
+        t_gen = time.time() - t0
+        # --- update
+        t1 = time.time()
+        acc: dict[str, list[float]] = {k: [] for k in ("loss/policy", "loss/value", "loss/ptx", "clipfrac/policy",
+                                                       "clipfrac/value", "entropy", "approx_kl")}
+        ptx_gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        for ep in range(cfg.ppo_epochs):
+            perm = torch.randperm(len(r), generator=torch.Generator().manual_seed(cfg.seed * 31 + step * 97 + ep))
+            mb_size = max(1, len(r) // n_mb)
+            for mb_i in range(n_mb):
+                mb = r.select(perm[mb_i * mb_size:(mb_i + 1) * mb_size].to(device))
+                with ac():
+                    logp, ent = policy_forward(d_policy, mb.ids, mb.mask, mb.prompt_width, cfg.temperature, with_entropy=True)
+                    vals = value_forward(d_value, mb.ids, mb.mask, mb.prompt_width).float()
+                pg, pg_clip = clipped_policy_loss(logp, mb.logprobs, mb.advantages, mb.rmask, cfg.clip_range)
+                vf, vf_clip = clipped_value_loss(vals, mb.values, mb.returns, mb.rmask, cfg.value_clip)
+                loss = pg + cfg.vf_coef * vf
+                px = torch.zeros((), device=device)
+                if cfg.ptx_coef > 0 and pre_ids:
+                    pick = torch.randint(len(pre_ids), (cfg.ptx_batch_size,), generator=ptx_gen).tolist()
+                    px = ptx_loss(d_policy, shard([pre_ids[i] for i in pick], rank, world), tok.pad_token_id, device, dtype)
+                    loss = loss + cfg.ptx_coef * px
+                loss.backward()
+                clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), clip)
+                torch.nn.utils.clip_grad_norm_(value.parameters(), clip)
+                optim.step()
+                sched.step()
+                optim.zero_grad(set_to_none=True)
+                if ema is not None:
+                    with torch.no_grad():
+                        for k, v in policy.state_dict().items():
+                            if v.dtype.is_floating_point:
+                                ema[k].mul_(cfg.ema_decay).add_(v.float(), alpha=1 - cfg.ema_decay)
+                for k, v in (("loss/policy", pg), ("loss/value", vf), ("loss/ptx", px), ("clipfrac/policy", pg_clip),
+                             ("clipfrac/value", vf_clip), ("entropy", masked_mean(ent.detach(), mb.rmask)),
+                             ("approx_kl", masked_mean(mb.logprobs - logp.detach(), mb.rmask))):
+                    acc[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
+        t_train = time.time() - t1
+        step += 1
+        episodes += cfg.rollout_batch_size
+        t_gen_total += t_gen
+        t_train_total += t_train
+        stats = rollout_stats(r)
+        summed = all_reduce_sum(torch.tensor([stats[k] for k in sorted(stats)], dtype=torch.float64, device=device)) / world
+        logged = {k: float(v) for k, v in zip(sorted(stats), summed)}
+        logged.update({k: sum(v) / len(v) for k, v in acc.items() if v})
+        logged.update({"time/generation_s": t_gen, "time/training_s": t_train,
+                       "time/generation_share": t_gen_total / max(1e-9, t_gen_total + t_train_total),
+                       "episodes_per_s": episodes / max(1e-9, time.time() - t_start)})
+        metrics.log(step, logged)
+        bar.update(1)
+        bar.set_postfix(reward=f"{logged['reward/score']:.3f}", kl=f"{logged['kl']:.3f}")
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            evaluate(step)
+        if (cfg.save_every and step % cfg.save_every == 0) or step == end:
+            extra = {f"ema.{k}": v for k, v in ema.items()} if ema is not None else None
+            save_checkpoint(ckpt_dir, {"policy": policy, "value": value}, optim, sched, step, {"config": cfg.__dict__},
+                            tokenizer=tok, extra_tensors=extra, keep_last=cfg.keep_checkpoints)
+    bar.close()
+    result: dict[str, Any] = {"steps": step, "finished": step >= cfg.steps, "input": report.summary(),
+                              "train_prompts": len(train_p), "eval_prompts": len(valid_p)}
+    if is_main() and step >= cfg.steps:
+        final = out / "model"
+        shutil.rmtree(final, ignore_errors=True)
+        to_save = policy
+        if ema is not None:
+            to_save = copy.deepcopy(policy)
+            to_save.load_state_dict({k: v.to(to_save.state_dict()[k].dtype) for k, v in ema.items()})
+            result["ema"] = cfg.ema_decay
+        to_save.save_pretrained(final, safe_serialization=True)
+        tok.save_pretrained(final)
+        result["model"] = str(final)
+    if is_main():
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+

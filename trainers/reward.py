@@ -1,0 +1,247 @@
+"""Reward model on K-wise rankings, grouped by prompt.
+
+All K completions of a prompt are scored in one forward pass, and every one of the group's
+C(K,2) pairs enters the loss of that one batch element (``losses.kwise_loss``); ties give no
+pair. Pairwise rows are regrouped by prompt first. After training a bias is set so that the
+demonstrations (``--demonstrations``; else each group's best-ranked responses) score mean 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainers.common import (
+    Metrics, all_reduce_sum, autocast, cosine_lr_lambda, init_distributed, is_main, progress,
+    resolve_dtype, set_seed, shard,
+)
+from trainers.config import opt, write_config
+from trainers.data import (
+    Messages, RankGroup, group_preferences, parse_preference, parse_sft, read_file, split_train_valid,
+)
+from trainers.errors import ConfigError
+from trainers.formatting import encode_pair
+from trainers.losses import kwise_loss, pairwise_correct
+from trainers.models import ScalarHeadModel, load_scalar_model, load_tokenizer, pad_batch
+
+
+@dataclass
+class RMConfig:
+    model: str = opt(help="backbone: causal LM folder (SFT model), RM folder, or encoder (e.g. MiniLM) folder")
+    data: str = opt(help="native comparison rows or pairwise rows: .jsonl, .jsonl.gz or .parquet")
+    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
+    valid_data: str | None = opt(None, help="held-out comparisons (default: rows with split valid/test, else valid_fraction)")
+    valid_fraction: float = opt(0.1, help="share of prompts held out when no split is given")
+    demonstrations: str | None = opt(None, help="SFT rows whose responses should score mean 0 after training")
+    epochs: int = opt(1, help="passes over the prompts (paper: 1)")
+    batch_size: int = opt(8, help="prompts (ranking groups) per optimiser step, global")
+    micro_batch_size: int = opt(8, help="prompts per forward pass on each process; all K completions of one prompt share a pass")
+    lr: float = opt(1e-5, help="peak learning rate (AdamW)")
+    final_lr_ratio: float = opt(0.1, help="cosine decay ends at this fraction of lr")
+    warmup_steps: int = opt(0, help="linear warm-up steps")
+    weight_decay: float = opt(0.0, help="AdamW weight decay")
+    grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
+    max_length: int = opt(512, help="maximum tokens of prompt + completion")
+    max_steps: int = opt(0, help="stop after this many steps (0 = all epochs)")
+    eval_every: int = opt(0, help="also evaluate every N steps (0 = at epoch ends)")
+    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
+    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
+    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    seed: int = opt(0, help="random seed")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
+
+
+@dataclass
+class EncodedGroup:
+    seqs: list[list[int]]
+    pairs: list[tuple[int, int]]
+
+
+def encode_groups(tok: Any, groups: list[RankGroup], max_length: int) -> list[EncodedGroup]:
+    return [EncodedGroup([encode_pair(tok, g.prompt, c, max_length)[0] for c in g.completions], g.pairs)
+            for g in groups]
+
+
+def collate_groups(groups: list[EncodedGroup], pad_id: int, device: torch.device):
+    """Flat sequences of all groups + (winner, loser, group) index tensors into them."""
+    seqs, win, lose, gid = [], [], [], []
+    for gi, g in enumerate(groups):
+        off = len(seqs)
+        seqs.extend(g.seqs)
+        for w, l in g.pairs:
+            win.append(off + w)
+            lose.append(off + l)
+            gid.append(gi)
+    ids, mask = pad_batch(seqs, pad_id, "right", device)
+    t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    return ids, mask, t(win), t(lose), t(gid)
+
+
+@torch.no_grad()
+def evaluate(model: Any, groups: list[EncodedGroup], pad_id: int, bs: int, device, dtype) -> dict[str, float]:
+    """Held-out pairwise accuracy and mean group loss, over all processes."""
+    model.eval()
+    acc = torch.zeros(4, device=device, dtype=torch.float64)  # correct, pairs, loss sum, groups
+    for s in range(0, len(groups), bs):
+        chunk = groups[s:s + bs]
+        ids, mask, w, l, g = collate_groups(chunk, pad_id, device)
+        with autocast(device, dtype):
+            scores = model(ids, mask)
+        acc[0] += pairwise_correct(scores, w, l).sum().double()
+        acc[1] += len(w)
+        acc[2] += kwise_loss(scores, w, l, g, len(chunk)).sum().double()
+        acc[3] += len(chunk)
+    acc = all_reduce_sum(acc)
+    model.train()
+    return {"valid/accuracy": float(acc[0] / acc[1].clamp(min=1)), "valid/loss": float(acc[2] / acc[3].clamp(min=1))}
+
+
+@torch.no_grad()
+def score_texts(rm: ScalarHeadModel, tok: Any, prompts: list[Messages], responses: list[str], device,
+                max_length: int = 512, batch_size: int = 16) -> torch.Tensor:
+    """RM scores (bias included) of prompt/response pairs, rendered like the training data."""
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        seqs = [encode_pair(tok, p, r, max_length)[0] for p, r in zip(prompts[s:s + batch_size], responses[s:s + batch_size])]
+        ids, mask = pad_batch(seqs, tok.pad_token_id, "right", device)
+        out.append(rm(ids, mask).float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def normalise_bias(rm: ScalarHeadModel, tok: Any, cfg: RMConfig, train_groups: list[RankGroup], device) -> dict:
+    """Shift the RM so the demonstrations (or the best-ranked responses) score mean 0."""
+    if cfg.demonstrations:
+        demos, _ = read_file(cfg.demonstrations, parse_sft, cfg.skip_bad_rows)
+        prompts = [d.messages[:-1] for d in demos]
+        texts = [d.messages[-1]["content"] for d in demos]
+        source = f"demonstrations ({cfg.demonstrations})"
+    else:
+        prompts, texts = [], []
+        for g in train_groups:
+            losers = {l for _, l in g.pairs}
+            for i, c in enumerate(g.completions):
+                if i not in losers:
+                    prompts.append(g.prompt)
+                    texts.append(c)
+        source = "best-ranked (chosen) responses of the training comparisons"
+    rm.set_bias(0.0)
+    rm.eval()
+    raw = score_texts(rm, tok, prompts, texts, device, cfg.max_length)
+    mean = float(raw.mean())
+    rm.set_bias(-mean)
+    return {"bias": -mean, "normalised_on": source, "normalised_count": len(texts)}
+
+
+def train_rm(cfg: RMConfig) -> dict[str, Any]:
+    rank, world, device = init_distributed()
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    items, report = read_file(cfg.data, parse_preference, cfg.skip_bad_rows)
+    groups = group_preferences(items)
+    if cfg.valid_data:
+        v_items, _ = read_file(cfg.valid_data, parse_preference, cfg.skip_bad_rows)
+        train_groups, valid_groups = groups, group_preferences(v_items)
+    else:
+        train_groups, valid_groups = split_train_valid(groups, cfg.valid_fraction, cfg.seed)
+    if is_main():
+        write_config(cfg, out)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tok = load_tokenizer(cfg.model)
+    ckpt_dir = out / "checkpoints"
+    resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    model = load_scalar_model(str(resume_from / "rm") if resume_from else cfg.model).to(device)
+    model.set_bias(0.0)
+    model.train()
+    train_enc = encode_groups(tok, train_groups, cfg.max_length)
+    valid_enc = shard(encode_groups(tok, valid_groups, cfg.max_length), rank, world)
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    ddp = DDP(model) if world > 1 else model
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
+    step = 0
+    if resume_from:
+        step = load_checkpoint(resume_from, optim, sched)["step"]
+    metrics = Metrics(out, resume=resume_from is not None)
+    if resume_from:
+        metrics.truncate_after(step)
+    end = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    t0, n_tokens, n_pairs = time.time(), 0, 0
+    bar = progress(end, "rm", initial=step)
+    last_eval: dict[str, float] = {}
+    while step < end:
+        epoch = step // steps_per_epoch
+        order = torch.randperm(len(train_enc), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+        pos = step % steps_per_epoch
+        batch = [train_enc[i] for i in order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]]
+        mine = shard(batch, rank, world)
+        micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+        stats = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, pairs
+        for mi, mb in enumerate(micro):
+            ids, mask, w, l, g = collate_groups(mb, tok.pad_token_id, device)
+            ctx = ddp.no_sync() if world > 1 and mi < len(micro) - 1 else _null()
+            with ctx, autocast(device, dtype):
+                scores = ddp(ids, mask)
+                group_loss = kwise_loss(scores, w, l, g, len(mb))
+                (group_loss.sum() * world / len(batch)).backward()
+            stats += torch.stack([group_loss.sum().detach().double(), pairwise_correct(scores.detach(), w, l).sum().double(),
+                                  torch.tensor(float(len(w)), device=device, dtype=torch.float64)])
+            n_tokens += int(mask.sum()) * world
+            n_pairs += len(w) * world
+        if not micro and world > 1:
+            (sum(p.sum() for p in ddp.parameters()) * 0).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        step += 1
+        stats = all_reduce_sum(stats)
+        loss = float(stats[0] / len(batch))
+        elapsed = max(1e-9, time.time() - t0)
+        metrics.log(step, {"train/loss": loss, "train/accuracy": float(stats[1] / stats[2].clamp(min=1)),
+                           "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(gnorm),
+                           "train/tokens_per_s": n_tokens / elapsed, "train/pairs_per_s": n_pairs / elapsed})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if valid_groups and (step % steps_per_epoch == 0 or (cfg.eval_every and step % cfg.eval_every == 0) or step == end):
+            last_eval = evaluate(model, valid_enc, tok.pad_token_id, cfg.micro_batch_size, device, dtype)
+            metrics.log(step, last_eval)
+        if step % steps_per_epoch == 0 or step == end:
+            save_checkpoint(ckpt_dir, {"rm": model}, optim, sched, step, {"config": cfg.__dict__},
+                            tokenizer=tok, keep_last=cfg.keep_checkpoints)
+    bar.close()
+    result: dict[str, Any] = {"steps": step, "finished": step >= total_steps, "input": report.summary(),
+                              "train_groups": len(train_groups), "valid_groups": len(valid_groups),
+                              "train_pairs": sum(len(g.pairs) for g in train_groups), **last_eval}
+    if step >= total_steps:
+        norm = normalise_bias(model, tok, cfg, train_groups, device)
+        result.update(norm)
+        metrics.log(step, {"rm/bias": norm["bias"]})
+        if is_main():
+            final = out / "model"
+            shutil.rmtree(final, ignore_errors=True)
+            model.save_pretrained(final, safe_serialization=True)
+            tok.save_pretrained(final)
+            result["model"] = str(final)
+    if is_main():
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _null():
+    from contextlib import nullcontext
+
+    return nullcontext()

@@ -1,0 +1,250 @@
+"""Supervised fine-tuning on demonstrations: loss on response tokens only.
+
+Cosine decay to ``final_lr_ratio`` (10%), residual dropout, several epochs, validation loss
+every epoch and, when ``reward_model`` is given, the mean RM score of greedy responses to the
+validation prompts; the best epoch by that score (else by validation loss) becomes the final
+model in ``<out>/model``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainers.common import (
+    Metrics, all_reduce_sum, autocast, cosine_lr_lambda, init_distributed, is_main, progress,
+    resolve_dtype, set_seed, shard,
+)
+from trainers.config import opt, write_config
+from trainers.data import SFTExample, parse_sft, read_file, split_train_valid
+from trainers.errors import ConfigError
+from trainers.formatting import encode_pair
+from trainers.models import apply_residual_dropout, load_causal_lm, load_tokenizer, pad_batch
+
+IGNORE = -100
+
+
+@dataclass
+class SFTConfig:
+    model: str = opt(help="causal LM folder or hub name to start from")
+    data: str = opt(help="SFT rows (prompt/completion or messages): .jsonl, .jsonl.gz or .parquet")
+    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
+    valid_data: str | None = opt(None, help="validation SFT rows (default: rows with split valid/test, else valid_fraction)")
+    valid_fraction: float = opt(0.1, help="share of rows held out for validation when no split is given")
+    reward_model: str | None = opt(None, help="RM folder: keep the epoch whose greedy validation responses score best")
+    epochs: int = opt(3, help="passes over the training rows")
+    batch_size: int = opt(8, help="sequences per optimiser step (global, over all processes)")
+    micro_batch_size: int = opt(8, help="sequences per forward pass on each process (gradient accumulation)")
+    lr: float = opt(1e-4, help="peak learning rate (AdamW)")
+    final_lr_ratio: float = opt(0.1, help="cosine decay ends at this fraction of lr")
+    warmup_steps: int = opt(0, help="linear warm-up steps")
+    weight_decay: float = opt(0.0, help="AdamW weight decay")
+    residual_dropout: float = opt(0.0, help="dropout on attention/MLP outputs before the residual add (paper: 0.2)")
+    grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
+    max_length: int = opt(512, help="maximum tokens of prompt + response")
+    max_steps: int = opt(0, help="stop after this many optimiser steps (0 = all epochs); the schedule still spans all epochs")
+    save_every: int = opt(0, help="also checkpoint every N steps (0 = at epoch ends only)")
+    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
+    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
+    valid_max_new_tokens: int = opt(64, help="response length for the validation RM score")
+    gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass to save memory")
+    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    seed: int = opt(0, help="random seed (data order, dropout, init of new weights)")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
+        if not 0 <= self.residual_dropout < 1:
+            raise ConfigError("residual_dropout must be in [0, 1)")
+
+
+def tokenize_sft(tok: Any, examples: list[SFTExample], max_length: int) -> list[tuple[list[int], int]]:
+    """(ids, prompt length) per example; the prompt ids are masked out of the loss."""
+    return [encode_pair(tok, ex.messages[:-1], ex.messages[-1]["content"], max_length) for ex in examples]
+
+
+def collate_sft(items: list[tuple[list[int], int]], pad_id: int, device: torch.device):
+    ids, mask = pad_batch([i for i, _ in items], pad_id, "right", device)
+    labels = ids.clone()
+    labels[mask == 0] = IGNORE
+    for row, (_, plen) in enumerate(items):
+        labels[row, :plen] = IGNORE
+    return ids, mask, labels
+
+
+def response_token_loss_sum(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over the response tokens (labels != -100)."""
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+    target = labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum")
+
+
+@torch.no_grad()
+def evaluate_loss(model: Any, items: list, pad_id: int, bs: int, device: torch.device, dtype: torch.dtype) -> float:
+    """Token-weighted mean response loss, over all processes."""
+    model.eval()
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    for s in range(0, len(items), bs):
+        ids, mask, labels = collate_sft(items[s:s + bs], pad_id, device)
+        with autocast(device, dtype):
+            total[0] += response_token_loss_sum(model, ids, mask, labels).double()
+        total[1] += (labels[:, 1:] != IGNORE).sum()
+    total = all_reduce_sum(total)
+    model.train()
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def train_sft(cfg: SFTConfig) -> dict[str, Any]:
+    rank, world, device = init_distributed()
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    rows, report = read_file(cfg.data, parse_sft, cfg.skip_bad_rows)
+    if cfg.valid_data:
+        train_rows = rows
+        valid_rows, _ = read_file(cfg.valid_data, parse_sft, cfg.skip_bad_rows)
+    else:
+        train_rows, valid_rows = split_train_valid(rows, cfg.valid_fraction, cfg.seed)
+    if is_main():
+        write_config(cfg, out)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tok = load_tokenizer(cfg.model)
+    ckpt_dir = out / "checkpoints"
+    resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    model = load_causal_lm(str(resume_from / "policy") if resume_from else cfg.model).to(device)
+    apply_residual_dropout(model, cfg.residual_dropout)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    train_items = tokenize_sft(tok, train_rows, cfg.max_length)
+    valid_items = shard(tokenize_sft(tok, valid_rows, cfg.max_length), rank, world)
+    steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    ddp = DDP(model) if world > 1 else model
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
+    state: dict[str, Any] = {"best": None, "best_epoch": None}
+    step = 0
+    if resume_from:
+        saved = load_checkpoint(resume_from, optim, sched)
+        step, state = saved["step"], {"best": saved["best"], "best_epoch": saved["best_epoch"]}
+    metrics = Metrics(out, resume=resume_from is not None)
+    if resume_from:
+        metrics.truncate_after(step)
+    rm = rm_tok = None
+    if cfg.reward_model and valid_rows:
+        from trainers.models import load_scalar_model
+
+        rm = load_scalar_model(cfg.reward_model).to(device).eval()
+        rm_tok = load_tokenizer(cfg.reward_model)
+    end = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    n_tokens_seen = 0
+    t0 = time.time()
+    bar = progress(end, "sft", initial=step)
+    while step < end:
+        epoch = step // steps_per_epoch
+        order = torch.randperm(len(train_items), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+        pos = step % steps_per_epoch
+        batch = [train_items[i] for i in order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]]
+        n_resp = sum(len(ids) - plen for ids, plen in batch)
+        mine = shard(batch, rank, world)
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+        for mi, mb in enumerate(micro):
+            ids, mask, labels = collate_sft(mb, tok.pad_token_id, device)
+            sync = world == 1 or mi == len(micro) - 1
+            ctx = ddp.no_sync() if not sync else _null()
+            with ctx, autocast(device, dtype):
+                s = response_token_loss_sum(ddp, ids, mask, labels)
+                # normalised by the global batch's response tokens; DDP averages over processes
+                (s * world / max(1, n_resp)).backward()
+            loss_sum += s.detach().double()
+            n_tokens_seen += int(mask.sum()) * world
+        if not micro and world > 1:  # an empty shard still takes part in the gradient all-reduce
+            (sum(p.sum() for p in ddp.parameters()) * 0).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        step += 1
+        loss = float(all_reduce_sum(loss_sum) / max(1, n_resp))
+        metrics.log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(gnorm),
+                           "train/tokens_per_s": n_tokens_seen / max(1e-9, time.time() - t0)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        epoch_end = step % steps_per_epoch == 0
+        if epoch_end and valid_items is not None and valid_rows:
+            vals = {"valid/loss": evaluate_loss(model, valid_items, tok.pad_token_id, cfg.micro_batch_size, device, dtype)}
+            if rm is not None:
+                vals["valid/rm_score"] = validation_rm_score(model, tok, rm, rm_tok, valid_rows, cfg, device)
+            metrics.log(step, vals)
+            key = vals.get("valid/rm_score", -vals["valid/loss"])
+            if state["best"] is None or key > state["best"]:
+                state = {"best": key, "best_epoch": epoch + 1}
+                if is_main():
+                    _save_model(model, tok, out / "best")
+        if epoch_end or (cfg.save_every and step % cfg.save_every == 0) or step == end:
+            save_checkpoint(ckpt_dir, {"policy": model}, optim, sched, step,
+                            {**state, "config": cfg.__dict__}, tokenizer=tok, keep_last=cfg.keep_checkpoints)
+    bar.close()
+    final = out / "model"
+    if is_main() and step >= total_steps:
+        if (out / "best").is_dir():
+            shutil.rmtree(final, ignore_errors=True)
+            shutil.copytree(out / "best", final)
+        else:
+            _save_model(model, tok, final)
+    result = {"steps": step, "finished": step >= total_steps, "best_epoch": state["best_epoch"],
+              "model": str(final), "input": report.summary(), "train_rows": len(train_items),
+              "valid_rows": len(valid_rows)}
+    if is_main():
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def _null():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _save_model(model: Any, tok: Any, path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+
+
+@torch.no_grad()
+def validation_rm_score(model, tok, rm, rm_tok, rows: list[SFTExample], cfg: SFTConfig, device) -> float:
+    """Mean RM score of greedy responses to the validation prompts (all processes)."""
+    from trainers.generate import decode_response, sample_responses
+    from trainers.reward import score_texts
+
+    rank, world = (0, 1)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    mine = shard(rows, rank, world)
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    for s in range(0, len(mine), cfg.micro_batch_size):
+        chunk = mine[s:s + cfg.micro_batch_size]
+        prompts = [ex.messages[:-1] for ex in chunk]
+        samples = sample_responses(model, tok, prompts, cfg.valid_max_new_tokens, 0.0, device)
+        texts = [decode_response(tok, x.response_ids) for x in samples]
+        scores = score_texts(rm, rm_tok, prompts, texts, device, cfg.max_length)
+        total[0] += scores.double().sum()
+        total[1] += len(chunk)
+    total = all_reduce_sum(total)
+    return float(total[0] / total[1].clamp(min=1))
