@@ -25,5 +25,14 @@ def record(
     return entry
 
 
-def recent(db: Session, limit: int = 100) -> Sequence[AuditEntry]:
-    return db.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)).all()
+def recent(db: Session, limit: int = 100) -> Sequence[tuple[AuditEntry, str | None]]:
+    """The newest entries with the actor's username (None for the system)."""
+    from app.users.models import User
+
+    rows = db.execute(
+        select(AuditEntry, User.username)
+        .outerjoin(User, User.id == AuditEntry.actor_id)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+    )
+    return [(entry, username) for entry, username in rows]

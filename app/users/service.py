@@ -216,4 +216,7 @@ def user_for_token(db: Session, token: str) -> User:
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == security.hash_api_token(token)))
     if row is None or row.revoked_at is not None or not row.user.active:
         raise NotAuthenticated("Invalid or revoked API token.")
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=5):
+        row.last_used_at = now  # coarse, so that busy API clients do not write on every call
     return row.user

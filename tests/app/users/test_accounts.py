@@ -211,3 +211,15 @@ def test_user_supplied_text_is_escaped(client, db):
     assert page.status_code == 422
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+def test_audit_log_page_names_who_did_what(client, db):
+    admin = make_user(db, "admin", username="auditor")
+    make_user(db, "labeler", username="subject")
+    from app.audit import service as audit
+
+    audit.record(db, admin.id, "user.role", "user", 1, "labeler -> researcher")
+    client.login("auditor", PASSWORD)
+    page = client.get("/admin/audit")
+    assert page.status_code == 200
+    assert "auditor" in page.text and "user.role" in page.text and "labeler -&gt; researcher" in page.text
