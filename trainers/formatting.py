@@ -66,12 +66,12 @@ def encode_pair(
     """(prompt + response ids, prompt length), truncated to ``max_length``.
 
     The prompt is cut from the left (its end is what the response follows), the response from
-    the right; at least a quarter of ``max_length`` is kept for the response.
+    the right; a long prompt keeps at least half of ``max_length``, the response the rest.
     """
     p = encode_prompt(tokenizer, messages)
     r = encode_response(tokenizer, messages, response, add_eos=add_eos)
     if len(p) + len(r) > max_length:
-        keep_r = min(len(r), max(max_length // 4, max_length - len(p)))
+        keep_r = min(len(r), max_length - min(len(p), max_length // 2))
         r = r[:keep_r]
         p = p[-(max_length - keep_r):] if max_length - keep_r > 0 else []
     return p + r, len(p)
