@@ -1,0 +1,1 @@
+"""Datasets: streaming exports, imports of native and public formats, agreement, frozen snapshots."""
