@@ -223,3 +223,28 @@ def test_audit_log_page_names_who_did_what(client, db):
     page = client.get("/admin/audit")
     assert page.status_code == 200
     assert "auditor" in page.text and "user.role" in page.text and "labeler -&gt; researcher" in page.text
+
+
+def test_expired_session_cookie_sends_the_user_back_to_sign_in(client, db, settings):
+    import base64
+    import json
+    import time
+
+    import itsdangerous
+
+    from tests.conftest import TEST_SECRET
+
+    user = make_user(db, "labeler", username="sleepy")
+
+    class SignedLongAgo(itsdangerous.TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - settings.session_max_age_s - 60
+
+    payload = base64.b64encode(json.dumps({"sid": "old", "uid": user.id, "v": user.session_version}).encode())
+    client.cookies.set("rlhf_session", SignedLongAgo(TEST_SECRET).sign(payload).decode())
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 302 and response.headers["location"].startswith("/login")
+
+    fresh = itsdangerous.TimestampSigner(TEST_SECRET).sign(payload).decode()
+    client.cookies.set("rlhf_session", fresh)
+    assert client.get("/", follow_redirects=False).status_code == 200  # the same cookie, in date, works
