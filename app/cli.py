@@ -122,11 +122,13 @@ def demo(
 
 
 def _register_domain_commands() -> None:
+    from app.labeling.cli import register as register_labeling
     from app.runs.cli import register as register_runs
     from app.users.cli import register as register_users
 
     register_users(cli)
     register_runs(cli)
+    register_labeling(cli)
 
 
 _register_domain_commands()

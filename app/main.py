@@ -17,6 +17,11 @@ from app.security import SecurityHeadersMiddleware
 
 # Each domain contributes a JSON router and an HTML router; add new domains here.
 from app.audit import pages as audit_pages
+from app.labeling import admin_pages as labeling_admin_pages
+from app.labeling import pages as labeling_pages
+from app.labeling import routes as labeling_routes
+from app.prompts import pages as prompts_pages
+from app.prompts import routes as prompts_routes
 from app.runs import pages as runs_pages
 from app.runs import routes as runs_routes
 from app.users import pages as users_pages
@@ -26,6 +31,11 @@ ROUTERS = [
     users_routes.router,
     users_pages.router,
     audit_pages.router,
+    prompts_routes.router,
+    prompts_pages.router,
+    labeling_routes.router,
+    labeling_pages.router,
+    labeling_admin_pages.router,
     runs_routes.router,
     runs_pages.router,
 ]

@@ -23,9 +23,9 @@ templates.env.autoescape = True  # every template, whatever its suffix
 
 # Navigation per role: (label, url). Later domains append their entries here.
 NAV: dict[str, list[tuple[str, str]]] = {
-    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Runs", "/runs"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
+    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Prompts", "/admin/prompts"), ("Batches", "/admin/batches"), ("Runs", "/runs"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
     "researcher": [("Home", "/"), ("Runs", "/runs"), ("API tokens", "/account/tokens")],
-    "labeler": [("Home", "/")],
+    "labeler": [("Home", "/"), ("Write prompts", "/labeling/write")],
 }
 
 

@@ -1,0 +1,151 @@
+"""`rlhf prompts import`, `rlhf completions import`, `rlhf batches create|list`, and the demo seeder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.config import get_settings
+from app.db import make_engine, make_sessionmaker, unit_of_work
+
+prompts_cli = typer.Typer(help="Prompts: import from JSONL/CSV.", no_args_is_help=True)
+completions_cli = typer.Typer(help="Completions (responses to rank): import from JSONL.", no_args_is_help=True)
+batches_cli = typer.Typer(help="Labeling batches.", no_args_is_help=True)
+
+
+def _factory():
+    return make_sessionmaker(make_engine(get_settings().database_url))
+
+
+def _read(path: Path):
+    from app.prompts.files import parse_records
+
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}")
+    return parse_records(path.read_bytes(), path.name)
+
+
+@prompts_cli.command("import")
+def import_prompts(
+    file: Path = typer.Argument(..., help="JSONL or CSV: prompt or messages, optional origin_user, category, source"),
+    prefix_chars: int = typer.Option(64, help="Prompts sharing this many leading characters are near-duplicates"),
+    per_user_cap: int = typer.Option(200, help="Most prompts kept per origin user"),
+) -> None:
+    """Import prompts: dedup, per-user cap, personal-data scrubbing, split by origin user (all or nothing)."""
+    from app.prompts import service
+
+    settings = get_settings()
+    records = _read(file)
+    with unit_of_work(_factory()) as db:
+        summary = service.import_prompts(db, records, settings=settings, prefix_chars=prefix_chars, per_user_cap=per_user_cap)
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@completions_cli.command("import")
+def import_completions(file: Path = typer.Argument(..., help="JSONL: prompt_id or prompt, completion, model, settings")) -> None:
+    """Import completions to rank (what `python -m trainers generate` writes)."""
+    from app.prompts import service
+
+    settings = get_settings()
+    records = _read(file)
+    with unit_of_work(_factory()) as db:
+        summary = service.import_completions(db, records, settings=settings)
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@batches_cli.command("create")
+def create_batch(
+    name: str = typer.Option(..., help="A unique name"),
+    kind: str = typer.Option("ranking", help="ranking or demonstration"),
+    k: int = typer.Option(4, help="Responses per ranking task (4-9)"),
+    overlap_share: float = typer.Option(0.0, help="Share of tasks labeled by several labelers (0-1)"),
+    overlap_count: int = typer.Option(1, help="Labelers per overlapping task"),
+    lease_minutes: int = typer.Option(30, help="Lease time"),
+    priority: int = typer.Option(0, help="Higher first"),
+    heldout: bool = typer.Option(True, "--heldout/--no-heldout", help="Whether held-out labelers take part"),
+    limit: int = typer.Option(None, help="At most this many tasks"),
+    model: str = typer.Option(None, help="Only completions from this model"),
+) -> None:
+    """Create a ranking batch from prompts with at least K completions, or a demonstration batch."""
+    from app.labeling import batches
+    from app.labeling.routes import parse_kind
+
+    task_kind = parse_kind(kind)
+    options = batches.BatchOptions(
+        name=name, kind=task_kind, k=k if task_kind.value == "ranking" else None, overlap_share=overlap_share,
+        overlap_count=overlap_count, lease_minutes=lease_minutes, priority=priority, include_heldout=heldout,
+        limit=limit, model=model,
+    )
+    with unit_of_work(_factory()) as db:
+        batch = batches.create_batch(db, options)
+        rows = [r for r in batches.batch_rows(db) if r["batch"].id == batch.id]
+    typer.echo(f"created {batch.kind.value} batch {batch.name!r} (id {batch.id}) with {rows[0]['tasks']} tasks")
+
+
+@batches_cli.command("list")
+def list_batches() -> None:
+    """Batches with their progress."""
+    from app.labeling import batches
+
+    with unit_of_work(_factory()) as db:
+        for r in batches.batch_rows(db):
+            b = r["batch"]
+            typer.echo(f"{b.id:>5}  {b.name:<30} {b.kind.value:<13} K={b.k or '-'}  {r['done']}/{r['tasks']} tasks done  {b.status.value}")
+
+
+DEMO_PROMPTS = [
+    ("Explain the moon landing to a 6 year old in a few sentences.", "alice", "open_qa"),
+    ("Write a short poem about a frog who wants to fly.", "bob", "generation"),
+    ("List five ideas for a rainy-day activity with kids.", "carol", "brainstorming"),
+    ("Summarize: The meeting moved to Thursday because the room was booked. Email me at dana@example.com.", "dana", "summarization"),
+    ("Is it <b>safe</b> to <script>alert('x')</script> eat raw cookie dough?", "erin", "closed_qa"),
+    ("Rewrite this sentence more politely: give me the report now.", "frank", "rewrite"),
+]
+DEMO_STYLES = [
+    ("tiny-sft", "{t} Here is a careful, complete answer."),
+    ("tiny-ppo", "Sure! {t} — answered briefly and helpfully."),
+    ("tiny-base", "{t} I don't know."),
+    ("gpt-small", "Answer: it depends; {t}"),
+    ("human", "Thanks for asking. {t} Let me explain step by step."),
+]
+
+
+def seed_demo(settings, factory) -> list[str]:
+    """`rlhf demo`: a few prompts, a demonstration batch and a K=5 ranking batch ready to label."""
+    from sqlalchemy import select
+
+    from app.labeling import batches
+    from app.labeling.models import Batch, TaskKind
+    from app.prompts import service
+
+    with unit_of_work(factory) as db:
+        if db.scalar(select(Batch.id).where(Batch.name == "demo-ranking")):
+            return ["labeling: demo batches already present"]
+        summary = service.import_prompts(
+            db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in DEMO_PROMPTS], settings=settings
+        )
+        ids = summary.prompt_ids
+        records = []
+        for pid, (p, _u, _c) in zip(ids, DEMO_PROMPTS):
+            for model, style in DEMO_STYLES:
+                records.append({"prompt_id": pid, "completion": style.format(t=f"(response to prompt {pid})"), "model": model})
+        service.import_completions(db, records, settings=settings)
+        batches.create_batch(db, batches.BatchOptions(name="demo-demonstrations", kind=TaskKind.demonstration, priority=1), prompt_ids=ids)
+        batches.create_batch(
+            db, batches.BatchOptions(name="demo-ranking", kind=TaskKind.ranking, k=5, overlap_share=0.5, overlap_count=2, priority=2),
+            prompt_ids=ids,
+        )
+    return [f"labeling: {len(ids)} prompts, a demonstration batch and a K=5 ranking batch are ready to label"]
+
+
+def register(cli: typer.Typer) -> None:
+    from app import cli as root
+
+    cli.add_typer(prompts_cli, name="prompts")
+    cli.add_typer(completions_cli, name="completions")
+    cli.add_typer(batches_cli, name="batches")
+    if seed_demo not in root.DEMO_SEEDERS:
+        root.DEMO_SEEDERS.append(seed_demo)

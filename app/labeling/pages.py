@@ -1,0 +1,221 @@
+"""HTML pages for labelers: next task, ranking and demonstration screens, skip; home sections."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from starlette.datastructures import FormData
+
+from app.deps import RequireRole, SessionDep, SettingsDep
+from app.errors import AppError
+from app.labeling import assignment as engine
+from app.labeling import batches, demonstrations, ranking
+from app.labeling.models import FLAGS, Assignment, AssignmentStatus, SkipReason, Task, TaskKind, TaskStatus
+from app.labeling.routes import parse_kind
+from app.prompts.models import Prompt
+from app.users.models import Role
+from app.web import render
+
+router = APIRouter(tags=["pages"])
+Labeler = RequireRole(Role.labeler)
+
+SKIP_REASONS = {
+    SkipReason.unclear: "The prompt is unclear",
+    SkipReason.harmful: "The prompt asks for something harmful",
+    SkipReason.personal_data: "The prompt contains personal data",
+}
+SHORTCUTS = [
+    ("A – I", "select response A, B, C …"),
+    ("1 – 9", "put the selected response into rank 1 – 9 (same number = tie)"),
+    ("0 or Backspace", "take the selected response out of the ranking"),
+    ("Shift + 1 – 7", "rate the selected response 1 – 7"),
+    ("Ctrl + Enter", "submit"),
+]
+
+
+async def form_data(request: Request) -> FormData:
+    return await request.form()
+
+
+Form_ = Annotated[FormData, Depends(form_data)]
+
+
+@router.post("/labeling/next")
+def next_task(request: Request, db: SessionDep, user: Labeler, kind: Annotated[str, Form()] = ""):
+    try:
+        a = engine.next_assignment(db, user, parse_kind(kind))
+    except AppError as exc:
+        return render(request, "labeling/no_work.html", {"message": exc.message}, status_code=exc.status_code)
+    if a is None:
+        what = {"ranking": "ranking tasks", "demonstration": "demonstrations"}.get(kind, "tasks")
+        return render(request, "labeling/no_work.html", {"message": f"No {what} are waiting for you right now."})
+    return RedirectResponse(f"/labeling/assignments/{a.id}", status_code=303)
+
+
+def _ranking_page(request, db, settings, a: Assignment, *, form: dict | None = None, error=None, status_code=200):
+    task, prompt, responses = ranking.assignment_for_ranking(db, a)
+    letters = [chr(ord("A") + i) for i in range(len(responses))]
+    done = ranking.existing_ranking(db, a.id)
+    form = form or {"ranked": "[]", "likert": {}, "flags": {}, "all_bad": False, "comment": "", "time_spent_s": "0"}
+    return render(
+        request, "labeling/rank.html",
+        {
+            "a": a, "task": task, "prompt": prompt, "responses": list(zip(letters, responses)), "flags": FLAGS,
+            "form": form, "error": error, "done": done, "live": engine.is_live(a), "shortcuts": SHORTCUTS,
+            "max_comment": settings.max_comment_chars,
+        },
+        status_code=status_code,
+    )
+
+
+def _demo_page(request, db, settings, a: Assignment, *, text=None, error=None, status_code=200):
+    task = db.get(Task, a.task_id)
+    prompt = db.get(Prompt, task.prompt_id)
+    draft = demonstrations.get_draft(db, request.state.user, task.id)
+    done = demonstrations.existing_demonstration(db, a.id)
+    return render(
+        request, "labeling/demonstrate.html",
+        {
+            "a": a, "task": task, "prompt": prompt, "draft": draft, "done": done, "error": error,
+            "text": text if text is not None else (draft.text if draft else ""),
+            "time_spent": draft.time_spent_s if draft else 0.0, "live": engine.is_live(a),
+            "reasons": SKIP_REASONS, "max_chars": settings.max_demonstration_chars,
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/labeling/assignments/{assignment_id}")
+def assignment_page(request: Request, assignment_id: int, db: SessionDep, settings: SettingsDep, user: Labeler):
+    a = engine.get_assignment(db, assignment_id, user)
+    task = db.get(Task, a.task_id)
+    if task.kind == TaskKind.ranking:
+        return _ranking_page(request, db, settings, a)
+    return _demo_page(request, db, settings, a)
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@router.post("/labeling/assignments/{assignment_id}/ranking")
+def submit_ranking(
+    request: Request, assignment_id: int, db: SessionDep, settings: SettingsDep, user: Labeler, form: Form_
+):
+    a = engine.get_assignment(db, assignment_id, user)
+    shown = list(a.shown_order or [])
+    raw_ranked = str(form.get("ranked") or "[]")
+    kept = {
+        "ranked": raw_ranked,
+        "likert": {cid: str(form.get(f"likert_{cid}") or "") for cid in shown},
+        "flags": {cid: [str(f) for f in form.getlist(f"flag_{cid}")] for cid in shown},
+        "all_bad": bool(form.get("all_bad")),
+        "comment": str(form.get("comment") or ""),
+        "time_spent_s": str(form.get("time_spent_s") or "0"),
+    }
+    try:
+        try:
+            ranked = json.loads(raw_ranked)
+        except json.JSONDecodeError:
+            ranked = None
+        if not isinstance(ranked, list):
+            from app.errors import InvalidInput
+
+            raise InvalidInput("The ranking could not be read; arrange the responses again.", field="ranked")
+        data = ranking.RankingInput(
+            ranked=ranked,
+            likert={cid: _int_or_none(kept["likert"][cid]) for cid in shown},
+            flags=kept["flags"], all_bad=kept["all_bad"], comment=kept["comment"],
+            time_spent_s=_float_or_none(kept["time_spent_s"]),
+        )
+        ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
+    except AppError as exc:
+        db.rollback()
+        a = engine.get_assignment(db, assignment_id, user)
+        return _ranking_page(request, db, settings, a, form=kept, error=exc.message, status_code=exc.status_code)
+    return RedirectResponse(f"/labeling/assignments/{assignment_id}", status_code=303)
+
+
+@router.post("/labeling/assignments/{assignment_id}/demonstration")
+def submit_demonstration(
+    request: Request, assignment_id: int, db: SessionDep, settings: SettingsDep, user: Labeler,
+    text: Annotated[str, Form(max_length=1_000_000)] = "", time_spent_s: Annotated[str, Form()] = "",
+):
+    try:
+        demonstrations.submit_demonstration(db, assignment_id, user, text, _float_or_none(time_spent_s), settings=settings)
+    except AppError as exc:
+        db.rollback()
+        a = engine.get_assignment(db, assignment_id, user)
+        return _demo_page(request, db, settings, a, text=text, error=exc.message, status_code=exc.status_code)
+    return RedirectResponse(f"/labeling/assignments/{assignment_id}", status_code=303)
+
+
+@router.post("/labeling/assignments/{assignment_id}/skip")
+def skip(request: Request, assignment_id: int, db: SessionDep, settings: SettingsDep, user: Labeler,
+         reason: Annotated[str, Form()] = ""):
+    try:
+        engine.skip(db, assignment_id, user, reason)
+    except AppError as exc:
+        db.rollback()
+        a = engine.get_assignment(db, assignment_id, user)
+        return _demo_page(request, db, settings, a, error=exc.message, status_code=exc.status_code)
+    return RedirectResponse("/?skipped=1", status_code=303)
+
+
+# --- home sections -----------------------------------------------------------------------------
+
+
+def unfinished(db, user) -> list[dict]:
+    """The labeler's assignments not yet submitted or skipped (live or expired) whose task is open."""
+    rows = db.execute(
+        select(Assignment, Task.kind)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.labeler_id == user.id, Assignment.status == AssignmentStatus.active,
+               Task.status == TaskStatus.open)
+        .order_by(Assignment.id.desc())
+        .limit(20)
+    ).all()
+    out = []
+    for a, kind in rows:
+        draft = demonstrations.get_draft(db, user, a.task_id) if kind == TaskKind.demonstration else None
+        out.append({"a": a, "kind": kind.value, "live": engine.is_live(a), "draft_chars": len(draft.text) if draft else 0})
+    return out
+
+
+def labeler_home_section(request, db, user) -> dict:
+    return {
+        "template": "labeling/home_section.html",
+        "waiting": batches.waiting_per_kind(db, user),
+        "stats": batches.labeler_stats(db, user),
+        "unfinished": unfinished(db, user),
+    }
+
+
+def admin_home_section(request, db, user) -> dict:
+    return {"template": "labeling/admin_home_section.html", "overview": batches.overview(db)}
+
+
+def _register_home_sections() -> None:
+    from app.users.pages import HOME_SECTIONS
+
+    if labeler_home_section not in HOME_SECTIONS[Role.labeler]:
+        HOME_SECTIONS[Role.labeler].append(labeler_home_section)
+    if admin_home_section not in HOME_SECTIONS[Role.admin]:
+        HOME_SECTIONS[Role.admin].append(admin_home_section)
+
+
+_register_home_sections()

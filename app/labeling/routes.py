@@ -1,0 +1,123 @@
+"""JSON API for labeling: next task, submit ranking/demonstration, drafts, skip; admin batches.
+
+The pages (app/labeling/pages.py) call the same service functions.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from app.audit import service as audit
+from app.deps import RequireRole, SessionDep, SettingsDep
+from app.errors import InvalidInput, NotFound
+from app.labeling import assignment as engine
+from app.labeling import batches, demonstrations, ranking
+from app.labeling.models import TaskKind
+from app.labeling.schemas import BatchIn, DemonstrationIn, DraftIn, NextIn, RankingIn, SkipIn
+from app.users.models import Role
+
+router = APIRouter(prefix="/api", tags=["labeling"])
+Labeler = RequireRole(Role.labeler)
+Admin = RequireRole(Role.admin)
+
+
+def parse_kind(value: str | None) -> TaskKind | None:
+    if value in (None, ""):
+        return None
+    try:
+        return TaskKind(value)
+    except ValueError:
+        raise InvalidInput("kind must be 'demonstration' or 'ranking'.", field="kind") from None
+
+
+def assignment_view(db, a) -> dict:
+    from app.labeling.models import Task
+    from app.prompts.models import Prompt
+
+    task = db.get(Task, a.task_id)
+    prompt = db.get(Prompt, task.prompt_id)
+    out = {
+        "assignment_id": a.id, "task_id": task.id, "kind": task.kind.value, "status": a.status.value,
+        "expires_at": a.expires_at.isoformat(), "prompt": {"id": prompt.id, "text": prompt.text},
+    }
+    if task.kind == TaskKind.ranking:
+        _, _, completions = ranking.assignment_for_ranking(db, a)
+        out["responses"] = [{"completion_id": c.id, "text": c.text} for c in completions]
+    return out
+
+
+@router.post("/labeling/next")
+def next_task(db: SessionDep, user: Labeler, body: NextIn | None = None):
+    """Lease the next task (or resume the live one). {"assignment": null} when no work is waiting."""
+    a = engine.next_assignment(db, user, parse_kind(body.kind if body else None))
+    if a is None:
+        return {"assignment": None, "message": "No work is waiting for you right now."}
+    return {"assignment": assignment_view(db, a)}
+
+
+@router.get("/labeling/assignments/{assignment_id}")
+def get_assignment(assignment_id: int, db: SessionDep, user: Labeler):
+    return assignment_view(db, engine.get_assignment(db, assignment_id, user))
+
+
+@router.post("/labeling/assignments/{assignment_id}/ranking")
+def submit_ranking(assignment_id: int, body: RankingIn, db: SessionDep, settings: SettingsDep, user: Labeler):
+    """Idempotent: 201 with the new ranking, or 200 with the one already recorded for this assignment."""
+    data = ranking.RankingInput(
+        ranked=body.ranked,
+        likert={r.completion_id: r.likert for r in body.ratings},
+        flags={r.completion_id: r.flags for r in body.ratings},
+        all_bad=body.all_bad, comment=body.comment, time_spent_s=body.time_spent_s,
+    )
+    row, created = ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
+    return JSONResponse(ranking.ranking_view(row), status_code=201 if created else 200)
+
+
+@router.post("/labeling/assignments/{assignment_id}/demonstration")
+def submit_demonstration(assignment_id: int, body: DemonstrationIn, db: SessionDep, settings: SettingsDep, user: Labeler):
+    row, created = demonstrations.submit_demonstration(db, assignment_id, user, body.text, body.time_spent_s, settings=settings)
+    return JSONResponse(
+        {"id": row.id, "assignment_id": row.assignment_id, "prompt_id": row.prompt_id, "text": row.text},
+        status_code=201 if created else 200,
+    )
+
+
+@router.put("/labeling/assignments/{assignment_id}/draft")
+def save_draft(assignment_id: int, body: DraftIn, db: SessionDep, settings: SettingsDep, user: Labeler):
+    draft = demonstrations.save_draft(db, assignment_id, user, body.text, body.time_spent_s, settings=settings)
+    return {"saved_at": draft.updated_at.isoformat(), "chars": len(draft.text)}
+
+
+@router.post("/labeling/assignments/{assignment_id}/skip")
+def skip(assignment_id: int, body: SkipIn, db: SessionDep, user: Labeler):
+    a = engine.skip(db, assignment_id, user, body.reason)
+    return {"assignment_id": a.id, "status": a.status.value, "reason": a.skip_reason.value}
+
+
+@router.get("/labeling/batches")
+def list_batches(db: SessionDep, admin: Admin):
+    return [
+        {"id": r["batch"].id, "name": r["batch"].name, "kind": r["batch"].kind.value, "k": r["batch"].k,
+         "status": r["batch"].status.value, "tasks": r["tasks"], "done": r["done"],
+         "submissions": r["submissions"], "required": r["required"]}
+        for r in batches.batch_rows(db)
+    ]
+
+
+@router.post("/labeling/batches", status_code=201)
+def create_batch(body: BatchIn, db: SessionDep, admin: Admin):
+    kind = parse_kind(body.kind) or TaskKind.ranking
+    b = batches.create_batch(db, batches.BatchOptions(**{**body.model_dump(), "kind": kind}), actor=admin)
+    return {"id": b.id, "name": b.name, "kind": b.kind.value}
+
+
+@router.post("/bench/ping", status_code=201)
+def bench_ping(db: SessionDep, settings: SettingsDep, admin: Admin):
+    """The benchmark's baseline: one INSERT (an audit entry) and the request's COMMIT.
+
+    Admin-only, and absent (404) in production mode: it exists to measure the server, nothing else."""
+    if settings.mode == "production":
+        raise NotFound("There is nothing at /api/bench/ping.")
+    entry = audit.record(db, admin.id, "bench.ping", "bench")
+    return Response(status_code=201, content=str(entry.id))

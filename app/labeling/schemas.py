@@ -1,0 +1,50 @@
+"""Wire schemas of the labeling JSON API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class NextIn(BaseModel):
+    kind: str | None = Field(None, description="demonstration or ranking; any kind when absent")
+
+
+class RatingIn(BaseModel):
+    completion_id: int
+    likert: int | None = None
+    flags: list[str] = Field(default_factory=list, max_length=20)
+
+
+class RankingIn(BaseModel):
+    ranked: list[list[int]] = Field(description="Buckets of completion ids, best first; ids in one bucket are tied")
+    ratings: list[RatingIn] = Field(default_factory=list, max_length=20)
+    all_bad: bool = False
+    comment: str = Field("", max_length=200_000)
+    time_spent_s: float | None = None
+
+
+class DemonstrationIn(BaseModel):
+    text: str = Field(max_length=1_000_000)
+    time_spent_s: float | None = None
+
+
+class DraftIn(BaseModel):
+    text: str = Field("", max_length=1_000_000)
+    time_spent_s: float | None = None
+
+
+class SkipIn(BaseModel):
+    reason: str
+
+
+class BatchIn(BaseModel):
+    name: str
+    kind: str = "ranking"
+    k: int | None = None
+    overlap_share: float = 0.0
+    overlap_count: int = 1
+    lease_minutes: int = 30
+    priority: int = 0
+    include_heldout: bool = True
+    limit: int | None = None
+    model: str | None = None

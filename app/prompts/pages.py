@@ -1,0 +1,132 @@
+"""HTML pages for prompts: admin import (prompts and completions, with upload) and the labeler's
+prompt-writing screen (plain, few-shot, use-case)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from starlette.datastructures import FormData
+
+from app.deps import RequireRole, SessionDep, SettingsDep
+from app.errors import AppError, InvalidInput
+from app.prompts import service
+from app.prompts.files import parse_records
+from app.prompts.models import Category, PromptSource
+from app.users.models import Role
+from app.web import render
+
+router = APIRouter(tags=["pages"])
+Admin = RequireRole(Role.admin)
+Labeler = RequireRole(Role.labeler)
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+USE_CASES = ["Generation", "Open QA", "Brainstorming", "Chat", "Rewrite", "Summarization", "Classification",
+             "Closed QA", "Extract", "Other"]
+FEW_SHOT_PAIRS = 4
+
+
+async def _form_data(request: Request) -> FormData:
+    return await request.form()
+
+
+FormDep = Annotated[FormData, Depends(_form_data)]
+
+
+def _admin_page(request, db, *, summary=None, kind=None, error=None, status_code=200):
+    return render(
+        request, "prompts/admin.html",
+        {"summary": summary, "summary_kind": kind, "error": error, "counts": service.count_prompts(db),
+         "prompts": service.list_prompts(db, limit=50), "default_prefix": service.DEFAULT_PREFIX_CHARS,
+         "default_cap": service.DEFAULT_PER_USER_CAP},
+        status_code=status_code,
+    )
+
+
+@router.get("/admin/prompts")
+def admin_prompts(request: Request, db: SessionDep, admin: Admin):
+    return _admin_page(request, db)
+
+
+@router.post("/admin/prompts/import")
+def admin_import_prompts(
+    request: Request, db: SessionDep, settings: SettingsDep, admin: Admin,
+    file: Annotated[UploadFile | None, File()] = None,
+    prefix_chars: Annotated[int, Form(ge=1, le=100_000)] = service.DEFAULT_PREFIX_CHARS,
+    per_user_cap: Annotated[int, Form(ge=1, le=1_000_000)] = service.DEFAULT_PER_USER_CAP,
+):
+    try:
+        if file is None or not file.filename:
+            raise InvalidInput("Choose a JSONL or CSV file to import.", field="file")
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise InvalidInput("The file is larger than 50 MB; use `rlhf prompts import` instead.", field="file")
+        records = parse_records(data, file.filename)
+        summary = service.import_prompts(
+            db, records, settings=settings, actor=admin, prefix_chars=prefix_chars, per_user_cap=per_user_cap
+        )
+    except AppError as exc:
+        db.rollback()
+        return _admin_page(request, db, error=exc.message, status_code=exc.status_code)
+    return _admin_page(request, db, summary=summary.lines(), kind="prompts", status_code=201)
+
+
+@router.post("/admin/completions/import")
+def admin_import_completions(
+    request: Request, db: SessionDep, settings: SettingsDep, admin: Admin,
+    file: Annotated[UploadFile | None, File()] = None,
+):
+    try:
+        if file is None or not file.filename:
+            raise InvalidInput("Choose a JSONL file of completions to import.", field="file")
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise InvalidInput("The file is larger than 50 MB; use `rlhf completions import` instead.", field="file")
+        summary = service.import_completions(db, parse_records(data, file.filename), settings=settings, actor=admin)
+    except AppError as exc:
+        db.rollback()
+        return _admin_page(request, db, error=exc.message, status_code=exc.status_code)
+    return _admin_page(request, db, summary=summary.lines(), kind="completions", status_code=201)
+
+
+# --- labeler: writing prompts ------------------------------------------------------------------
+
+
+def _write_page(request, *, form=None, error=None, saved=None, status_code=200):
+    return render(
+        request, "prompts/write.html",
+        {"form": form or {"kind": "plain"}, "error": error, "saved": saved, "use_cases": USE_CASES,
+         "categories": list(Category), "pairs": range(1, FEW_SHOT_PAIRS + 1)},
+        status_code=status_code,
+    )
+
+
+@router.get("/labeling/write")
+def write_page(request: Request, user: Labeler):
+    return _write_page(request)
+
+
+@router.post("/labeling/write")
+def write_prompt(request: Request, db: SessionDep, settings: SettingsDep, user: Labeler, raw: FormDep):
+    form = {k: v for k, v in raw.items() if isinstance(v, str) and k != "csrf_token"}
+    kind = form.get("kind", "plain")
+    try:
+        try:
+            source = PromptSource(kind)
+        except ValueError:
+            raise InvalidInput("Choose plain, few-shot or use-case.", field="kind") from None
+        if source == PromptSource.few_shot:
+            pairs = [(form.get(f"query_{i}", ""), form.get(f"response_{i}", "")) for i in range(1, FEW_SHOT_PAIRS + 1)]
+            text = service.render_few_shot(form.get("instruction", ""), pairs)
+        elif source == PromptSource.use_case:
+            text = service.render_use_case(form.get("use_case", ""), form.get("use_case_text", ""))
+        else:
+            text = form.get("text", "")
+        prompt = service.write_prompt(
+            db, settings=settings, author=user, kind=source, text=text, category=form.get("category") or None
+        )
+    except AppError as exc:
+        db.rollback()
+        return _write_page(request, form=form, error=exc.message, status_code=exc.status_code)
+    saved = {"id": prompt.id, "scrubbed": prompt.scrubbed_kinds}
+    return _write_page(request, form={"kind": kind}, saved=saved, status_code=201)
