@@ -224,8 +224,8 @@ def parse_comparison(row: dict) -> RankGroup:
     return RankGroup(prompt, texts, pairs, _split(row))
 
 
-def parse_pairwise(row: dict) -> tuple[Messages, str, str, str | None]:
-    """(prompt messages, chosen, rejected, split) from a plain or message-style pairwise row."""
+def parse_pairwise(row: dict) -> tuple[Messages, str, str, str | None, Any]:
+    """(prompt messages, chosen, rejected, split, ranking id) from a plain or message-style row."""
     prompt = _prompt_messages(row)
 
     def response(key: str) -> str:
@@ -237,7 +237,7 @@ def parse_pairwise(row: dict) -> tuple[Messages, str, str, str | None]:
             return msgs[-1]["content"]
         return _str(row, key, allow_empty=True)
 
-    return prompt, response("chosen"), response("rejected"), _split(row)
+    return prompt, response("chosen"), response("rejected"), _split(row), row.get("ranking_id")
 
 
 def parse_preference(row: dict) -> Any:
@@ -250,15 +250,19 @@ def parse_preference(row: dict) -> Any:
 
 
 def group_preferences(items: list[Any]) -> list[RankGroup]:
-    """Native groups pass through; pairwise rows are regrouped by prompt into K-wise groups."""
+    """Native groups pass through; pairwise rows are regrouped by prompt into K-wise groups.
+
+    Rows that carry a ``ranking_id`` (the app's exports) are grouped by prompt and ranking, which
+    rebuilds each labeler's ranking exactly; rows without one (external data) by prompt alone.
+    """
     groups: list[RankGroup] = []
     by_prompt: dict[str, RankGroup] = {}
     for it in items:
         if isinstance(it, RankGroup):
             groups.append(it)
             continue
-        prompt, chosen, rejected, split = it
-        key = json.dumps(prompt, sort_keys=True)
+        prompt, chosen, rejected, split, ranking_id = it
+        key = json.dumps([prompt, ranking_id], sort_keys=True)
         g = by_prompt.get(key)
         if g is None:
             g = RankGroup(prompt, [], [], split)

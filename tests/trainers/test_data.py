@@ -87,6 +87,14 @@ def test_pairwise_rows_regroup_into_the_same_kwise_groups():
         assert pa_ == pb_
 
 
+def test_pairwise_rows_without_ranking_id_group_by_prompt():
+    rows = [{"prompt": "Q", "chosen": "a", "rejected": "b"}, {"prompt": "Q", "chosen": "b", "rejected": "c"},
+            {"prompt": "Q", "chosen": "a", "rejected": "c"}, {"prompt": "R", "chosen": "x", "rejected": "y"}]
+    g, h = group_preferences([parse_preference(r) for r in rows])
+    assert g.completions == ["a", "b", "c"] and sorted(g.pairs) == [(0, 1), (0, 2), (1, 2)]
+    assert h.completions == ["x", "y"] and h.pairs == [(0, 1)]
+
+
 def test_message_style_pairwise_rows():
     row = {"prompt": [{"role": "user", "content": "Q"}],
            "chosen": [{"role": "assistant", "content": "good"}],
