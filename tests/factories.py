@@ -67,3 +67,87 @@ def make_demonstration_batch(db: Session, *, texts: list[str] | None = None, pri
         db, batches.BatchOptions(name=f"demo-{n}", kind=TaskKind.demonstration, priority=priority),
         prompt_ids=[p.id for p in ps],
     )
+
+
+# --- datasets (rankings and demonstrations built directly through the ORM) ------------------------
+
+
+def make_prompt(db: Session, text: str | None = None, *, split: str = "train", origin_user: str = "customer-1", messages=None):
+    from app.prompts.models import Prompt, PromptSource
+    from app.prompts.service import content_hash
+
+    text = text or f"Write a short poem about the number {next(_seq)}."
+    prompt = Prompt(text=text, messages=messages, source=PromptSource.imported, origin_user=origin_user, split=split,
+                    content_hash=content_hash(text))
+    db.add(prompt)
+    db.flush()
+    return prompt
+
+
+def make_batch(db: Session, name: str | None = None, *, k: int | None = None, source: str = "app"):
+    from app.labeling.models import Batch, TaskKind
+
+    batch = Batch(name=name or f"batch-{next(_seq)}", kind=TaskKind.ranking, k=k, source=source)
+    db.add(batch)
+    db.flush()
+    return batch
+
+
+def make_ranking_task(db: Session, *, k: int = 4, batch=None, prompt=None, models=None, required: int = 1):
+    """A ranking task with K completions; returns (task, completions)."""
+    from app.labeling.models import Task, TaskItem, TaskKind
+    from app.prompts.models import Completion
+    from app.prompts.service import content_hash
+
+    batch = batch or make_batch(db, k=k)
+    prompt = prompt or make_prompt(db)
+    comps = []
+    for i in range(k):
+        text = f"Response {i} to prompt {prompt.id}"
+        model = (models[i] if models else "policy-v1")
+        comps.append(Completion(prompt_id=prompt.id, text=text, model_name=model, content_hash=content_hash(text)))
+    db.add_all(comps)
+    db.flush()
+    task = Task(batch_id=batch.id, kind=TaskKind.ranking, prompt_id=prompt.id, required_submissions=required)
+    task.items = [TaskItem(completion_id=c.id, position=i) for i, c in enumerate(comps)]
+    db.add(task)
+    db.flush()
+    return task, comps
+
+
+def make_ranking(db: Session, *, task=None, completions=None, labeler=None, buckets=None, likerts=None, flags=None,
+                 all_bad: bool = False, k: int = 4, time_spent_s: float = 30.0, submitted_at=None, **task_kwargs):
+    """A submitted ranking. ``buckets``: lists of indexes into ``completions`` best first (default:
+    0 > 1 > ... ); ``likerts``/``flags``: per index."""
+    from app.labeling.models import Ranking, RankingEntry, RankingFlag
+
+    if task is None:
+        task, completions = make_ranking_task(db, k=k, **task_kwargs)
+    labeler = labeler or make_user(db, "labeler")
+    buckets = buckets if buckets is not None else [[i] for i in range(len(completions))]
+    ranking = Ranking(task_id=task.id, prompt_id=task.prompt_id, labeler_id=labeler.id, batch_id=task.batch_id,
+                      all_bad=all_bad, time_spent_s=time_spent_s)
+    if submitted_at is not None:
+        ranking.submitted_at = submitted_at
+    for b, bucket in enumerate(buckets):
+        for i in bucket:
+            entry = RankingEntry(completion_id=completions[i].id, bucket=b,
+                                 likert=(likerts[i] if likerts else None))
+            entry.flags = [RankingFlag(flag=f) for f in ((flags or {}).get(i) or [])]
+            ranking.entries.append(entry)
+    db.add(ranking)
+    db.flush()
+    return ranking
+
+
+def make_demonstration(db: Session, *, prompt=None, author=None, text: str | None = None):
+    from app.labeling.models import Demonstration
+    from app.prompts.service import content_hash
+
+    prompt = prompt or make_prompt(db)
+    text = text or f"A careful answer number {next(_seq)}."
+    demo = Demonstration(prompt_id=prompt.id, author_id=author.id if author else None, text=text,
+                         content_hash=content_hash(text), time_spent_s=60.0)
+    db.add(demo)
+    db.flush()
+    return demo
