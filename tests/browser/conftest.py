@@ -1,0 +1,80 @@
+"""Browser tests: the real app served by uvicorn in a background thread on a free port, against
+its own fresh database, driven by headless Debian Chromium through Playwright."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.main import create_app
+from app.migrate import upgrade
+from tests.db_setup import fresh_database
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, url: str, factory):
+        self.url = url
+        self.factory = factory
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    with fresh_database(tmp_path_factory.mktemp("browser"), "browser") as url:
+        upgrade(url)
+        settings = Settings(mode="test", database_url=url, secret_key="browser-secret-" + "x" * 40,
+                            artifact_dir=tmp_path_factory.mktemp("artifacts"))
+        engine = make_engine(url)
+        app = create_app(settings, engine=engine)
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        yield LiveServer(f"http://127.0.0.1:{port}", make_sessionmaker(engine))
+        server.should_exit = True
+        thread.join(10)
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    contexts = []
+
+    def _make():
+        ctx = browser.new_context()
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(10_000)
+        return page
+
+    yield _make
+    for ctx in contexts:
+        ctx.close()
