@@ -122,6 +122,7 @@ def demo(
 
 
 def _register_domain_commands() -> None:
+    from app.datasets.cli import register as register_datasets
     from app.labeling.cli import register as register_labeling
     from app.runs.cli import register as register_runs
     from app.users.cli import register as register_users
@@ -129,6 +130,7 @@ def _register_domain_commands() -> None:
     register_users(cli)
     register_runs(cli)
     register_labeling(cli)
+    register_datasets(cli)
 
 
 _register_domain_commands()

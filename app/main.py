@@ -17,6 +17,8 @@ from app.security import SecurityHeadersMiddleware
 
 # Each domain contributes a JSON router and an HTML router; add new domains here.
 from app.audit import pages as audit_pages
+from app.datasets import pages as datasets_pages
+from app.datasets import routes as datasets_routes
 from app.labeling import admin_pages as labeling_admin_pages
 from app.labeling import pages as labeling_pages
 from app.labeling import routes as labeling_routes
@@ -38,6 +40,8 @@ ROUTERS = [
     labeling_admin_pages.router,
     runs_routes.router,
     runs_pages.router,
+    datasets_routes.router,
+    datasets_pages.router,
 ]
 
 
