@@ -230,19 +230,56 @@ def _response(line: int, row: dict, key: str) -> str:
     return v
 
 
-def parse_pairwise(line: int, row: dict, summary: ImportSummary) -> RankingSpec | None:
+def parse_pairwise(line: int, row: dict, summary: ImportSummary) -> tuple | None:
+    """One pairwise row -> (line, prompt, chosen, rejected, ranking_id or None, labeler), or a skip."""
     if "chosen" not in row or "rejected" not in row:
         raise bad(line, "chosen" if "chosen" not in row else "rejected", "missing")
     prompt = prompt_spec(line, row, msg_key="prompt_messages")
     chosen, rejected = _response(line, row, "chosen"), _response(line, row, "rejected")
+    rid = row.get("ranking_id")
+    if rid is not None:
+        rid = _int(line, "ranking_id", rid)
     if not chosen.strip() or not rejected.strip():
         summary.skip(line, "empty response")
         return None
     if chosen == rejected:
         summary.skip(line, "chosen and rejected are the same text")
         return None
-    return RankingSpec(line, prompt, [(chosen, None, None), (rejected, None, None)], [[0], [1]],
-                       labeler=_opt_str(line, row, "labeler") or "pairwise-import")
+    return line, prompt, chosen, rejected, rid, _opt_str(line, row, "labeler") or "pairwise-import"
+
+
+def group_pairwise(parsed: list[tuple]) -> list[RankingSpec]:
+    """Consecutive pairs of one ranking (same ranking_id and prompt) become that K-wise ranking again
+    when they are exactly the expansion of some buckets; otherwise every pair is a ranking of K = 2."""
+    from app.datasets.pairs import expand_pairs
+
+    specs: list[RankingSpec] = []
+    i = 0
+    while i < len(parsed):
+        j = i + 1
+        line, prompt, _, _, rid, labeler = parsed[i]
+        while rid is not None and j < len(parsed) and parsed[j][4] == rid and parsed[j][1] == prompt:
+            j += 1
+        group = parsed[i:j]
+        texts: list[str] = []
+        for _, _, c, r, _, _ in group:
+            for t in (c, r):
+                if t not in texts:
+                    texts.append(t)
+        wins = Counter()
+        pairs = set()
+        for _, _, c, r, _, _ in group:
+            wins[texts.index(c)] += 1
+            pairs.add((texts.index(c), texts.index(r)))
+        levels = sorted({wins[k] for k in range(len(texts))}, reverse=True)
+        buckets = [[k for k in range(len(texts)) if wins[k] == lv] for lv in levels]
+        if len(group) > 1 and len(pairs) == len(group) and set(expand_pairs(buckets)) == pairs:
+            specs.append(RankingSpec(line, prompt, [(t, None, None) for t in texts], buckets, labeler=labeler))
+        else:
+            for ln, p, c, r, _, lab in group:
+                specs.append(RankingSpec(ln, p, [(c, None, None), (r, None, None)], [[0], [1]], labeler=lab))
+        i = j
+    return specs
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -373,19 +410,21 @@ def import_file(
     from app.datasets import public
 
     specs: list[RankingSpec] = []
+    pairs: list[tuple] = []
     for line, row in records:
         if kind == "comparisons":
             specs.append(parse_comparison(line, row))
         elif kind == "pairwise":
-            spec = parse_pairwise(line, row, summary)
-            if spec:
-                specs.append(spec)
+            pair = parse_pairwise(line, row, summary)
+            if pair:
+                pairs.append(pair)
         elif kind == "hh":
             spec = public.parse_hh(line, row, summary)
             if spec:
                 specs.append(spec)
         else:
             specs.extend(public.parse_oasst(line, row, summary, include_synthetic=include_synthetic))
+    specs.extend(group_pairwise(pairs))
     source_name = {"hh": "hh", "oasst": "oasst"}.get(kind, "import")
     writer = Writer(db, settings, source=source_name, default_batch=batch or _default_batch_name(kind), summary=summary)
     limit = max(settings.max_prompt_chars, 1)
@@ -411,7 +450,8 @@ def _import_sft(db: Session, settings: Settings, records, summary: ImportSummary
             msgs = check_messages(line, "messages", row["messages"])
             if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
                 raise bad(line, "messages", "the last message must be the assistant's completion, after the prompt turns")
-            spec = prompt_spec(line, {"prompt_messages": msgs[:-1]}, split=_split(line, row))
+            given = row.get("prompt") if isinstance(row.get("prompt"), str) else None
+            spec = prompt_spec(line, {"prompt": given, "prompt_messages": msgs[:-1]}, split=_split(line, row))
             completion = msgs[-1]["content"]
         else:
             for key in ("prompt", "completion"):
