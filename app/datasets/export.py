@@ -32,7 +32,7 @@ from app.users.models import User
 SCHEMA_VERSION = 1
 YIELD_PER = 5000
 JSONL_CHUNK_ROWS = 2000
-PARQUET_ROW_GROUP = 50_000
+PARQUET_ROW_GROUP = 20_000
 
 STYLES = {
     ExportKind.pairwise: ("plain", "messages"),
