@@ -104,7 +104,8 @@ def optional_user(request: Request, db: SessionDep) -> User | None:
 OptionalUser = Annotated[User | None, Depends(optional_user)]
 
 
-def current_user(user: OptionalUser) -> User:
+async def current_user(user: OptionalUser) -> User:
+    # async: a pure check, so FastAPI does not spend a thread-pool hop on it
     if user is None:
         raise NotAuthenticated("Sign in to continue.")
     return user
@@ -118,7 +119,7 @@ def RequireRole(*roles: Role):  # noqa: N802 - reads as a type in signatures
     allowed = frozenset(roles)
     names = " or ".join(sorted(r.value for r in allowed))
 
-    def require(user: CurrentUser) -> User:
+    async def require(user: CurrentUser) -> User:  # a pure check: no thread-pool hop
         if user.role not in allowed:
             raise Forbidden(f"This page needs the {names} role; you are signed in as a {user.role.value}.")
         return user

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import orjson
 import psycopg
 from sqlalchemy import func, insert, select
 
@@ -83,60 +84,181 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def labeler_loop(client, token, deadline, lat, counts):
-    h = {"Authorization": f"Bearer {token}"}
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
+class HttpConnection(asyncio.Protocol):
+    """A minimal HTTP/1.1 keep-alive client connection: one request at a time, Content-Length
+    bodies (what uvicorn sends for these endpoints). httpx costs ~10x more CPU per request, and
+    the load generator shares the 2 cores with the server and PostgreSQL."""
+
+    def __init__(self):
+        self.transport = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data):
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).split(b"\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(self.buf) < end + 4 + length:
+            return
+        body = bytes(self.buf[end + 4:end + 4 + length])
+        del self.buf[:end + 4 + length]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((int(head[0].split()[1]), body))
+
+    async def post(self, path: str, token: str, body: bytes = b"") -> tuple[int, bytes]:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(
+            b"POST %s HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), token.encode(), len(body), body)
+        )
+        return await self.waiter
+
+
+async def connect(host: str, port: int) -> HttpConnection:
+    _, conn = await asyncio.get_running_loop().create_connection(HttpConnection, host, port)
+    return conn
+
+
+NEXT_BODY = orjson.dumps({"kind": "ranking"})
+
+
+async def labeler_loop(host, port, token, deadline, lat, counts):
+    conn = await connect(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            status, raw = await conn.post("/api/labeling/next", token, NEXT_BODY)
+            lat["next"].append(time.perf_counter() - t0)
+            a = orjson.loads(raw).get("assignment") if status == 200 else None
+            if a is None:
+                counts["empty"] += 1
+                if status != 200:
+                    counts[f"next {status}"] = counts.get(f"next {status}", 0) + 1
+                await asyncio.sleep(0.05)
+                continue
+            ids = [x["completion_id"] for x in a["responses"]]
+            body = orjson.dumps({"ranked": [[i] for i in ids], "ratings": [{"completion_id": i, "likert": 4} for i in ids]})
+            t0 = time.perf_counter()
+            status, _ = await conn.post(f"/api/labeling/assignments/{a['assignment_id']}/ranking", token, body)
+            lat["submit"].append(time.perf_counter() - t0)
+            lat["loop"].append(lat["next"][-1] + lat["submit"][-1])
+            counts[status] = counts.get(status, 0) + 1
+    except ConnectionError:
+        counts["transport_error"] = counts.get("transport_error", 0) + 1
+    finally:
+        conn.transport.close()
+
+
+async def ping_loop(host, port, token, deadline, lat, counts):
+    conn = await connect(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            status, _ = await conn.post("/api/bench/ping", token)
+            lat.append(time.perf_counter() - t0)
+            counts[status] = counts.get(status, 0) + 1
+    except ConnectionError:
+        counts["transport_error"] = counts.get("transport_error", 0) + 1
+    finally:
+        conn.transport.close()
+
+
+def cpu_seconds(pids) -> float:
+    """user+system CPU seconds of these processes (from /proc; 0 for a vanished one)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
         try:
-            r = await client.post("/api/labeling/next", json={"kind": "ranking"}, headers=h)
-        except httpx.HTTPError:
-            counts["transport_error"] = counts.get("transport_error", 0) + 1
-            continue
-        lat["next"].append(time.perf_counter() - t0)
-        a = r.json().get("assignment") if r.status_code == 200 else None
-        if a is None:
-            counts["empty"] += 1
-            await asyncio.sleep(0.05)
-            continue
-        ids = [x["completion_id"] for x in a["responses"]]
-        body = {"ranked": [[i] for i in ids], "ratings": [{"completion_id": i, "likert": 4} for i in ids]}
-        t0 = time.perf_counter()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            r = await client.post(f"/api/labeling/assignments/{a['assignment_id']}/ranking", json=body, headers=h)
-        except httpx.HTTPError:
-            counts["transport_error"] = counts.get("transport_error", 0) + 1
-            continue
-        lat["submit"].append(time.perf_counter() - t0)
-        counts[r.status_code] = counts.get(r.status_code, 0) + 1
+            for c in (task / "children").read_text().split():
+                out.extend(children(int(c)))
+        except OSError:
+            pass
+    return out
 
 
-async def ping_loop(client, token, deadline, lat, counts):
-    h = {"Authorization": f"Bearer {token}"}
-    while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        try:
-            r = await client.post("/api/bench/ping", headers=h)
-        except httpx.HTTPError:
-            counts["transport_error"] = counts.get("transport_error", 0) + 1
-            continue
-        lat.append(time.perf_counter() - t0)
-        counts[r.status_code] = counts.get(r.status_code, 0) + 1
+def postgres_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == "postgres":
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
 
 
-async def run(base, tokens, admin_token, seconds):
-    limits = httpx.Limits(max_connections=len(tokens) + 10, max_keepalive_connections=len(tokens) + 10)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-        lat = {"next": [], "submit": []}
-        counts: dict = {"empty": 0}
-        start = time.perf_counter()
-        await asyncio.gather(*(labeler_loop(client, t, start + seconds, lat, counts) for t in tokens))
-        rank_elapsed = time.perf_counter() - start
-        plat: list[float] = []
-        pcounts: dict = {}
-        start = time.perf_counter()
-        await asyncio.gather(*(ping_loop(client, admin_token, start + seconds, plat, pcounts) for _ in tokens))
-        ping_elapsed = time.perf_counter() - start
-    return lat, counts, rank_elapsed, plat, pcounts, ping_elapsed
+class CpuMeter:
+    """CPU seconds used during a phase by the load generator, the server processes and PostgreSQL."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+
+    def start(self):
+        self.t0 = time.perf_counter()
+        self.server = children(self.server_pid)
+        self.pg = postgres_pids()
+        self.c0 = (time.process_time(), cpu_seconds(self.server), cpu_seconds(self.pg), self._total())
+
+    @staticmethod
+    def _total() -> float:
+        parts = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        busy = sum(int(x) for i, x in enumerate(parts) if i not in (3, 4))  # all but idle, iowait
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> dict:
+        wall = time.perf_counter() - self.t0
+        c1 = (time.process_time(), cpu_seconds(self.server), cpu_seconds(self.pg + postgres_pids()[len(self.pg):]),
+              self._total())
+        used = [b - a for a, b in zip(self.c0, c1)]
+        return {"wall": wall, "loadgen": used[0], "server": used[1], "postgres": used[2], "machine": used[3]}
+
+
+async def run(host, port, tokens, admin_token, seconds, server_pid):
+    meter = CpuMeter(server_pid)
+    lat = {"next": [], "submit": [], "loop": []}
+    counts: dict = {"empty": 0}
+    meter.start()
+    start = time.perf_counter()
+    await asyncio.gather(*(labeler_loop(host, port, t, start + seconds, lat, counts) for t in tokens))
+    rank_elapsed = time.perf_counter() - start
+    rank_cpu = meter.stop()
+    plat: list[float] = []
+    pcounts: dict = {}
+    meter.start()
+    start = time.perf_counter()
+    await asyncio.gather(*(ping_loop(host, port, admin_token, start + seconds, plat, pcounts) for _ in tokens))
+    ping_elapsed = time.perf_counter() - start
+    ping_cpu = meter.stop()
+    return lat, counts, rank_elapsed, plat, pcounts, ping_elapsed, rank_cpu, ping_cpu
 
 
 def main() -> None:
@@ -161,6 +283,8 @@ def main() -> None:
         upgrade(url)
         print(f"seeding {args.labelers} labelers and {args.tasks} ranking tasks (K={args.k}) ...", flush=True)
         tokens, admin_token = seed(url, args.labelers, args.tasks, args.k)
+        with psycopg.connect(f"{conninfo.rsplit('dbname=', 1)[0]}dbname={name}", autocommit=True) as c:
+            c.execute("ANALYZE")  # planner statistics, as a database in use has them
         port = free_port()
         env = {**os.environ, "RLHF_DATABASE_URL": url, "RLHF_SECRET_KEY": secrets.token_urlsafe(48),
                "RLHF_MODE": "demo", "RLHF_PORT": str(port)}
@@ -172,7 +296,15 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        lat, counts, relapsed, plat, pcounts, pelapsed = asyncio.run(run(base, tokens, admin_token, args.seconds))
+        runner = asyncio.run
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:
+            pass
+        lat, counts, relapsed, plat, pcounts, pelapsed, rank_cpu, ping_cpu = runner(
+            run("127.0.0.1", port, tokens, admin_token, args.seconds, server.pid))
     finally:
         if server is not None:
             server.terminate()
@@ -198,7 +330,7 @@ def main() -> None:
     rps = created / relapsed
     ping_ok = pcounts.get(201, 0)
     ping_rps = ping_ok / pelapsed
-    loop = [a + b for a, b in zip(lat["next"], lat["submit"])]
+    loop = lat["loop"]
     print(f"\nlabeling load: {args.labelers} concurrent labelers, {args.seconds:.0f} s per phase, "
           f"rlhf serve --workers {args.workers}, {os.cpu_count()} CPUs, PostgreSQL")
     print(f"{'endpoint':<28}{'ok/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'requests':>10}")
@@ -211,6 +343,11 @@ def main() -> None:
         print(f"{label:<28}{ok_s:>10.1f}{pct(values, .5):>10.1f}{pct(values, .95):>10.1f}{pct(values, .99):>10.1f}{len(values):>10}")
     print(f"\nsubmitted rankings/s: {rps:.1f}   trivial INSERT+COMMIT/s: {ping_rps:.1f}   ratio: {rps / ping_rps:.3f}")
     print(f"submit status codes: { {k: v for k, v in counts.items() if k != 'empty'} }   empty next: {counts['empty']}")
+    print("\nCPU seconds per second of wall time (2.0 = both cores busy):")
+    print(f"{'phase':<12}{'load gen':>10}{'server':>10}{'postgres':>10}{'machine':>10}")
+    for label, c in (("labeling", rank_cpu), ("ping", ping_cpu)):
+        w = c["wall"]
+        print(f"{label:<12}{c['loadgen'] / w:>10.2f}{c['server'] / w:>10.2f}{c['postgres'] / w:>10.2f}{c['machine'] / w:>10.2f}")
     ok = rankings == created == subs and over == 0 and mismatched == 0 and dup == 0
     print(f"integrity: rankings in db {rankings}, accepted submits {created}, task submission counts {subs}, "
           f"over overlap {over}, count mismatches {mismatched}, duplicates {dup} -> {'OK' if ok else 'FAILED'}")

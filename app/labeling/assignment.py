@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -32,7 +32,6 @@ from app.labeling.models import (
 from app.prompts.models import Completion, Prompt
 from app.users.models import LabelerGroup, User
 
-CANDIDATES = 8  # tasks locked per attempt; the first with room wins
 
 
 def live_leases(db: Session, task_id: int, *, exclude_assignment: int | None = None) -> int:
@@ -92,10 +91,9 @@ def _eligible_tasks(user: User, kind: TaskKind | None):
     return and_(*conditions)
 
 
-def current_assignment(db: Session, user: User, kind: TaskKind | None = None) -> Assignment | None:
-    """The labeler's live lease (of ``kind``), if any: "next task" resumes it instead of taking more."""
+def _current_query(user: User, kind: TaskKind | None, what):
     q = (
-        select(Assignment)
+        select(what)
         .join(Task, Task.id == Assignment.task_id)
         .where(
             Assignment.labeler_id == user.id,
@@ -108,54 +106,141 @@ def current_assignment(db: Session, user: User, kind: TaskKind | None = None) ->
     )
     if kind is not None:
         q = q.where(Task.kind == kind)
-    return db.scalar(q)
+    return q
 
 
-def next_assignment(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> Assignment | None:
-    """Lease the highest-priority task this labeler may do, or resume their live lease; None if no work."""
-    existing = current_assignment(db, user, kind)
+def current_assignment(db: Session, user: User, kind: TaskKind | None = None) -> Assignment | None:
+    """The labeler's live lease (of ``kind``), if any: "next task" resumes it instead of taking more."""
+    return db.scalar(_current_query(user, kind, Assignment))
+
+
+def _live_count(task_id_col, now, exclude_assignment=None):
+    """Correlated count of a task's live leases (for use inside a statement)."""
+    q = select(func.count()).select_from(Assignment).where(
+        Assignment.task_id == task_id_col,
+        Assignment.status == AssignmentStatus.active,
+        Assignment.expires_at > now,
+    )
+    if exclude_assignment is not None:
+        q = q.where(Assignment.id != exclude_assignment)
+    return q.scalar_subquery()
+
+
+def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> dict | None:
+    """Lease the highest-priority task this labeler may do (or resume their live lease).
+
+    Returns the assignment's wire view (see ``lease_view``) or None if no work is waiting. Few,
+    short statements: the live-lease check, one ``SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED``
+    that picks and locks ONE task with room (eligibility and capacity in SQL), the re-count of its
+    room, one read of its prompt and responses, and the INSERT of the lease. Only the one task
+    row is locked, until the request's commit.
+
+    Why the re-count: on PostgreSQL a row locked after a concurrent lease committed is not
+    re-evaluated (the lease does not update the task row), so the pick's count may be stale; the
+    next statement has a fresh snapshot and, holding the row lock, an exact count. On SQLite the
+    ``BEGIN IMMEDIATE`` transaction already serialises writers.
+    """
+    existing = db.scalar(_current_query(user, kind, Assignment.id))
     if existing is not None:
-        return existing
+        return lease_view(db, existing)
+    now = utcnow()
     dialect = db.get_bind().dialect.name
-    tried: set[int] = set()
+    tried: list[int] = []
     for _attempt in range(6):
+        lease_q = select(Batch.lease_minutes).where(Batch.id == Task.batch_id).scalar_subquery()
         q = (
-            select(Task)
+            select(Task.id, Task.kind, lease_q)
             .where(_eligible_tasks(user, kind))
+            .where(Task.submission_count + _live_count(Task.id, now) < Task.required_submissions)
             .order_by(Task.priority.desc(), Task.id)
-            .limit(CANDIDATES)
+            .limit(1)
         )
         if tried:
             q = q.where(Task.id.not_in(tried))
         if dialect == "postgresql":
             q = q.with_for_update(skip_locked=True, of=Task)
-        candidates = db.scalars(q.execution_options(populate_existing=True)).all()
-        if not candidates:
+        row = db.execute(q).first()
+        if row is None:
             return None
-        for task in candidates:
-            tried.add(task.id)
-            # The row is locked now: this count cannot change under us.
-            if task.submission_count + live_leases(db, task.id) >= task.required_submissions:
-                continue
-            return _lease(db, task, user, lease_minutes)
+        task_id, task_kind, batch_minutes = row
+        tried.append(task_id)
+        # The row is locked now; this statement sees every lease committed before we got it.
+        room = db.scalar(
+            select(Task.required_submissions - Task.submission_count - _live_count(Task.id, now)).where(Task.id == task_id)
+        )
+        if room <= 0:
+            continue
+        rows = _task_content(db, task_id) if task_kind == TaskKind.ranking else []
+        shown = None
+        if task_kind == TaskKind.ranking:
+            shown = [r.completion_id for r in rows]
+            random.SystemRandom().shuffle(shown)  # a fresh order per labeler; recorded
+        minutes = lease_minutes or batch_minutes
+        expires = now + timedelta(minutes=minutes)
+        aid = db.execute(
+            insert(Assignment.__table__).returning(Assignment.__table__.c.id),
+            {"task_id": task_id, "labeler_id": user.id, "status": AssignmentStatus.active, "leased_at": now,
+             "expires_at": expires, "shown_order": shown},
+        ).scalar_one()
+        if task_kind == TaskKind.ranking:
+            prompt = (rows[0].prompt_id, rows[0].prompt_text) if rows else _prompt_of(db, task_id)
+            by_id = {r.completion_id: r.text for r in rows}
+            responses = [{"completion_id": c, "text": by_id[c]} for c in shown]
+        else:
+            prompt = _prompt_of(db, task_id)
+            responses = None
+        return _view(aid, task_id, task_kind, AssignmentStatus.active, expires, prompt, responses)
     return None
 
 
-def _lease(db: Session, task: Task, user: User, lease_minutes: int | None) -> Assignment:
-    batch = db.get(Batch, task.batch_id)
-    minutes = lease_minutes or batch.lease_minutes
-    now = utcnow()
-    shown = None
-    if task.kind == TaskKind.ranking:
-        shown = [item.completion_id for item in task.items]
-        random.SystemRandom().shuffle(shown)  # a fresh order per labeler; recorded
-    assignment = Assignment(
-        task_id=task.id, labeler_id=user.id, status=AssignmentStatus.active, leased_at=now,
-        expires_at=now + timedelta(minutes=minutes), shown_order=shown,
-    )
-    db.add(assignment)
-    db.flush()
-    return assignment
+def _task_content(db: Session, task_id: int):
+    """Prompt and responses of a ranking task in canonical order: one query."""
+    return db.execute(
+        select(TaskItem.completion_id, Completion.text, Prompt.id.label("prompt_id"), Prompt.text.label("prompt_text"))
+        .join(Completion, Completion.id == TaskItem.completion_id)
+        .join(Task, Task.id == TaskItem.task_id)
+        .join(Prompt, Prompt.id == Task.prompt_id)
+        .where(TaskItem.task_id == task_id)
+        .order_by(TaskItem.position)
+    ).all()
+
+
+def _prompt_of(db: Session, task_id: int) -> tuple[int, str]:
+    return tuple(db.execute(select(Prompt.id, Prompt.text).join(Task, Task.prompt_id == Prompt.id).where(Task.id == task_id)).one())
+
+
+def _view(aid, task_id, kind, status, expires_at, prompt, responses) -> dict:
+    out = {
+        "assignment_id": aid, "task_id": task_id, "kind": TaskKind(kind).value, "status": AssignmentStatus(status).value,
+        "expires_at": expires_at.isoformat(), "prompt": {"id": prompt[0], "text": prompt[1]},
+    }
+    if responses is not None:
+        out["responses"] = responses
+    return out
+
+
+def lease_view(db: Session, assignment_id: int) -> dict:
+    """The wire view of an assignment: prompt and (ranking) responses in the order this labeler sees them."""
+    a = db.execute(
+        select(Assignment.id, Assignment.task_id, Assignment.status, Assignment.expires_at, Assignment.shown_order, Task.kind)
+        .join(Task, Task.id == Assignment.task_id)
+        .where(Assignment.id == assignment_id)
+    ).one()
+    if a.kind == TaskKind.ranking:
+        rows = _task_content(db, a.task_id)
+        by_id = {r.completion_id: r.text for r in rows}
+        prompt = (rows[0].prompt_id, rows[0].prompt_text) if rows else _prompt_of(db, a.task_id)
+        responses = [{"completion_id": c, "text": by_id[c]} for c in (a.shown_order or [])]
+    else:
+        prompt = _prompt_of(db, a.task_id)
+        responses = None
+    return _view(a.id, a.task_id, a.kind, a.status, a.expires_at, prompt, responses)
+
+
+def next_assignment(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> Assignment | None:
+    """Lease the highest-priority task this labeler may do, or resume their live lease; None if no work."""
+    view = lease_next(db, user, kind, lease_minutes=lease_minutes)
+    return None if view is None else db.get(Assignment, view["assignment_id"])
 
 
 def get_assignment(db: Session, assignment_id: int, user: User) -> Assignment:

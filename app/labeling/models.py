@@ -104,7 +104,6 @@ class Batch(Base):
 class Task(Base):
     __tablename__ = "tasks"
     __table_args__ = (
-        Index("ix_tasks_queue", "status", "priority", "id"),
         CheckConstraint("submission_count <= required_submissions", name="no_overshoot"),
     )
 
@@ -121,6 +120,11 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     items: Mapped[list[TaskItem]] = relationship(order_by="TaskItem.position", cascade="all, delete-orphan")
+
+
+# The queue order (ORDER BY priority DESC, id): "next task" walks this index from its head and
+# stops at the first task it may take (LIMIT 1), instead of sorting every open task.
+Index("ix_tasks_queue", Task.status, Task.priority.desc(), Task.id)
 
 
 class TaskItem(Base):

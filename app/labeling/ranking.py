@@ -5,15 +5,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput
+from app.errors import Conflict, InvalidInput, NotFound
 from app.labeling import assignment as engine
-from app.labeling.models import FLAGS, Assignment, Ranking, RankingEntry, RankingFlag, Task, TaskKind
+from app.labeling.models import (
+    FLAGS,
+    Assignment,
+    AssignmentStatus,
+    Ranking,
+    RankingEntry,
+    RankingFlag,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
 from app.users.models import User
 
 MAX_TIME_S = 24 * 3600
@@ -82,55 +91,127 @@ def existing_ranking(db: Session, assignment_id: int) -> Ranking | None:
     return db.scalar(select(Ranking).where(Ranking.assignment_id == assignment_id))
 
 
+def _insert_ignoring_twin(db: Session):
+    """INSERT into rankings that does nothing when this assignment already has a ranking (the
+    unique assignment_id): a concurrent twin request waits on the index entry, then sees it."""
+    table = Ranking.__table__
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=[table.c.assignment_id]).returning(table.c.id)
+
+
 def submit_ranking(
     db: Session, assignment_id: int, user: User, data: RankingInput, *, settings: Settings
-) -> tuple[Ranking, bool]:
-    """Record the ranking of an assignment. Idempotent: a repeated submit of the same assignment
-    returns the ranking already stored (created=False) instead of a second one."""
-    assignment = engine.get_assignment(db, assignment_id, user)
-    done = existing_ranking(db, assignment.id)
-    if done is not None:
-        return done, False
-    task = db.get(Task, assignment.task_id)
-    if task.kind != TaskKind.ranking:
+) -> tuple[dict, bool]:
+    """Record the ranking of an assignment; returns (its wire view, created).
+
+    Idempotent: a repeated submit of the same assignment returns the ranking already stored
+    (created=False) instead of a second one. One transaction of short statements: read the
+    assignment (with its task and any ranking already stored), INSERT the ranking (ON CONFLICT on
+    the unique assignment_id DO NOTHING: a racing twin waits for the first and then returns its
+    ranking), mark the assignment submitted unless it was skipped meanwhile (the row update
+    serialises with skip), count the submission with the overshoot guard
+    ``UPDATE tasks SET submission_count = submission_count + 1 WHERE id = :id AND
+    submission_count < required_submissions`` (PostgreSQL re-checks the guard on the newest row
+    version), and bulk-insert the entries and flags. Any refusal raises, and the request's
+    transaction rolls everything back."""
+    a_t, t_t, r_t = Assignment.__table__, Task.__table__, Ranking.__table__
+    row = db.execute(
+        select(a_t.c.labeler_id, a_t.c.status, a_t.c.expires_at, a_t.c.leased_at, a_t.c.shown_order, a_t.c.task_id,
+               t_t.c.kind, t_t.c.prompt_id, t_t.c.batch_id, r_t.c.id.label("ranking_id"))
+        .join(t_t, t_t.c.id == a_t.c.task_id)
+        .outerjoin(r_t, r_t.c.assignment_id == a_t.c.id)
+        .where(a_t.c.id == assignment_id)
+    ).first()
+    if row is None or row.labeler_id != user.id:
+        raise NotFound(f"No assignment with id {assignment_id} for you.")
+    if row.ranking_id is not None:
+        return _stored_view(db, row.ranking_id), False
+    if row.kind != TaskKind.ranking:
         raise InvalidInput("This assignment is not a ranking task.", field="ranked")
-    shown = list(assignment.shown_order or [])
+    shown = list(row.shown_order or [])
     placed = validate(data, shown, settings)
     comment = (data.comment or "").strip()
-    task = engine.lock_task(db, assignment.task_id)
-    db.refresh(assignment)
-    done = existing_ranking(db, assignment.id)  # a concurrent twin may have committed while we waited
-    if done is not None:
-        return done, False
-    engine.check_room_to_submit(db, task, assignment)
+    if row.status == AssignmentStatus.skipped:
+        raise Conflict("You skipped this task; it can no longer be submitted.")
     if comment and db.scalar(
-        select(Ranking.id).where(Ranking.labeler_id == user.id, Ranking.comment == comment).limit(1)
+        select(r_t.c.id).where(r_t.c.labeler_id == user.id, r_t.c.comment == comment).limit(1)
     ):
         raise Conflict("You already submitted this exact comment on another task; write a comment for this one.", field="comment")
-    elapsed = (utcnow() - assignment.leased_at).total_seconds()
+    now = utcnow()
+    elapsed = (now - row.leased_at).total_seconds()
     spent = data.time_spent_s if data.time_spent_s is not None else elapsed
     spent = min(max(spent, 0.0), MAX_TIME_S)
+    all_bad = bool(data.all_bad)
+    ranking_id = db.execute(_insert_ignoring_twin(db), {
+        "task_id": row.task_id, "assignment_id": assignment_id, "prompt_id": row.prompt_id, "labeler_id": user.id,
+        "batch_id": row.batch_id, "all_bad": all_bad, "comment": comment, "time_spent_s": spent, "submitted_at": now,
+    }).scalar()
+    if ranking_id is None:  # a twin request committed this assignment's ranking first
+        done = db.scalar(select(r_t.c.id).where(r_t.c.assignment_id == assignment_id))
+        return _stored_view(db, done), False
+    closed = db.execute(
+        update(a_t)
+        .where(a_t.c.id == assignment_id, a_t.c.status.not_in([AssignmentStatus.skipped, AssignmentStatus.submitted]))
+        .values(status=AssignmentStatus.submitted, finished_at=now)
+    ).rowcount
+    if closed != 1:
+        raise Conflict("You skipped this task; it can no longer be submitted.")
+    live = row.status == AssignmentStatus.active and row.expires_at > now
+    guard = t_t.c.submission_count < t_t.c.required_submissions
+    if not live:
+        # An expired lease may submit if the task still needs a submission nobody else holds:
+        # lock the task first so that the count of others' live leases is exact.
+        engine.lock_task(db, row.task_id)
+        guard = t_t.c.submission_count + engine._live_count(t_t.c.id, now, exclude_assignment=assignment_id) < t_t.c.required_submissions
+    counted = db.execute(
+        update(t_t)
+        .where(t_t.c.id == row.task_id, guard)
+        .values(
+            submission_count=t_t.c.submission_count + 1,
+            status=case((t_t.c.submission_count + 1 >= t_t.c.required_submissions, TaskStatus.done.value), else_=t_t.c.status),
+        )
+    ).rowcount
+    if counted != 1:
+        raise Conflict(
+            "Your lease on this task expired and other labelers have completed it meanwhile, so this "
+            "submission was not recorded. Take the next task."
+        )
     position = {cid: i for i, cid in enumerate(shown)}
-    ranking = Ranking(
-        task_id=task.id, assignment_id=assignment.id, prompt_id=task.prompt_id, labeler_id=user.id,
-        batch_id=task.batch_id, all_bad=bool(data.all_bad), comment=comment, time_spent_s=spent,
-    )
-    for cid, bucket in placed:
-        entry = RankingEntry(completion_id=cid, bucket=bucket, likert=data.likert.get(cid), shown_position=position[cid])
-        entry.flags = [RankingFlag(flag=f) for f in dict.fromkeys(data.flags.get(cid, []))]
-        ranking.entries.append(entry)
-    db.add(ranking)
-    try:
-        with db.begin_nested():
-            db.flush()
-    except IntegrityError:  # the unique assignment_id: a twin request got there first
-        done = existing_ranking(db, assignment.id)
-        if done is None:
-            raise
-        return done, False
-    engine.record_submission(db, task, assignment)
-    db.flush()
-    return ranking, True
+    entries = [
+        {"ranking_id": ranking_id, "completion_id": cid, "bucket": bucket, "likert": data.likert.get(cid),
+         "shown_position": position[cid]}
+        for cid, bucket in placed
+    ]
+    flagged = {cid: list(dict.fromkeys(data.flags.get(cid) or [])) for cid, _ in placed}
+    e_t = RankingEntry.__table__
+    if any(flagged.values()):
+        ids = db.execute(
+            insert(e_t).returning(e_t.c.id, e_t.c.completion_id, sort_by_parameter_order=True), entries
+        ).all()
+        db.execute(insert(RankingFlag.__table__), [
+            {"entry_id": eid, "flag": f} for eid, cid in ids for f in flagged[cid]
+        ])
+    else:
+        db.execute(insert(e_t), entries)
+    ratings = [
+        {"completion_id": e["completion_id"], "likert": e["likert"], "flags": sorted(flagged[e["completion_id"]])}
+        for e in sorted(entries, key=lambda e: (e["bucket"], e["shown_position"]))
+    ]
+    buckets: dict[int, list[int]] = {}
+    for e in sorted(entries, key=lambda e: (e["bucket"], e["shown_position"])):
+        buckets.setdefault(e["bucket"], []).append(e["completion_id"])
+    return {
+        "id": ranking_id, "assignment_id": assignment_id, "task_id": row.task_id,
+        "ranked": [buckets[b] for b in sorted(buckets)], "ratings": ratings,
+        "all_bad": all_bad, "comment": comment, "time_spent_s": spent,
+    }, True
+
+
+def _stored_view(db: Session, ranking_id: int) -> dict:
+    return ranking_view(db.get(Ranking, ranking_id, populate_existing=True))
 
 
 def ranking_view(ranking: Ranking) -> dict:

@@ -5,7 +5,12 @@ The pages (app/labeling/pages.py) call the same service functions.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.audit import service as audit
@@ -17,7 +22,32 @@ from app.labeling.models import TaskKind
 from app.labeling.schemas import BatchIn, DemonstrationIn, DraftIn, NextIn, RankingIn, SkipIn
 from app.users.models import Role
 
-router = APIRouter(prefix="/api", tags=["labeling"])
+
+
+async def db_slot(request: Request) -> AsyncIterator[None]:
+    """Admission control: at most ``pool_size`` of these requests per process are past this point.
+
+    A request holds its database connection from its first query (the token lookup) to the
+    commit, across several thread-pool hops (FastAPI runs each sync dependency and the endpoint in
+    its own hop). Without a limit, 100 concurrent requests per process check out the pool's
+    connections and then wait for threads, while the 40 threads wait for connections: requests
+    stalled for the pool's 30 s timeout. Waiting here is asynchronous: no thread, no connection.
+    """
+    state = request.app.state
+    slots = getattr(state, "labeling_slots", None)
+    if slots is None:
+        slots = state.labeling_slots = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()  # one semaphore per event loop (a test client may run several)
+    limiter = slots.get(loop)
+    if limiter is None:
+        pool = state.engine.pool
+        size = pool.size() if hasattr(pool, "size") else 1
+        limiter = slots[loop] = asyncio.Semaphore(max(1, size))
+    async with limiter:
+        yield
+
+
+router = APIRouter(prefix="/api", tags=["labeling"], dependencies=[Depends(db_slot)])
 Labeler = RequireRole(Role.labeler)
 Admin = RequireRole(Role.admin)
 
@@ -31,38 +61,26 @@ def parse_kind(value: str | None) -> TaskKind | None:
         raise InvalidInput("kind must be 'demonstration' or 'ranking'.", field="kind") from None
 
 
-def assignment_view(db, a) -> dict:
-    from app.labeling.models import Task
-    from app.prompts.models import Prompt
-
-    task = db.get(Task, a.task_id)
-    prompt = db.get(Prompt, task.prompt_id)
-    out = {
-        "assignment_id": a.id, "task_id": task.id, "kind": task.kind.value, "status": a.status.value,
-        "expires_at": a.expires_at.isoformat(), "prompt": {"id": prompt.id, "text": prompt.text},
-    }
-    if task.kind == TaskKind.ranking:
-        _, _, completions = ranking.assignment_for_ranking(db, a)
-        out["responses"] = [{"completion_id": c.id, "text": c.text} for c in completions]
-    return out
+def json_response(content, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
 @router.post("/labeling/next")
 def next_task(db: SessionDep, user: Labeler, body: NextIn | None = None):
     """Lease the next task (or resume the live one). {"assignment": null} when no work is waiting."""
-    a = engine.next_assignment(db, user, parse_kind(body.kind if body else None))
-    if a is None:
-        return {"assignment": None, "message": "No work is waiting for you right now."}
-    return {"assignment": assignment_view(db, a)}
+    view = engine.lease_next(db, user, parse_kind(body.kind if body else None))
+    if view is None:
+        return json_response({"assignment": None, "message": "No work is waiting for you right now."})
+    return json_response({"assignment": view})
 
 
 @router.get("/labeling/assignments/{assignment_id}")
 def get_assignment(assignment_id: int, db: SessionDep, user: Labeler):
-    return assignment_view(db, engine.get_assignment(db, assignment_id, user))
+    return json_response(engine.lease_view(db, engine.get_assignment(db, assignment_id, user).id))
 
 
 @router.post("/labeling/assignments/{assignment_id}/ranking")
-def submit_ranking(assignment_id: int, body: RankingIn, db: SessionDep, settings: SettingsDep, user: Labeler):
+def submit_ranking(assignment_id: int, body: RankingIn, request: Request, db: SessionDep, user: Labeler):
     """Idempotent: 201 with the new ranking, or 200 with the one already recorded for this assignment."""
     data = ranking.RankingInput(
         ranked=body.ranked,
@@ -70,8 +88,9 @@ def submit_ranking(assignment_id: int, body: RankingIn, db: SessionDep, settings
         flags={r.completion_id: r.flags for r in body.ratings},
         all_bad=body.all_bad, comment=body.comment, time_spent_s=body.time_spent_s,
     )
-    row, created = ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
-    return JSONResponse(ranking.ranking_view(row), status_code=201 if created else 200)
+    settings = request.app.state.settings
+    view, created = ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
+    return json_response(view, status_code=201 if created else 200)
 
 
 @router.post("/labeling/assignments/{assignment_id}/demonstration")
@@ -113,11 +132,11 @@ def create_batch(body: BatchIn, db: SessionDep, admin: Admin):
 
 
 @router.post("/bench/ping", status_code=201)
-def bench_ping(db: SessionDep, settings: SettingsDep, admin: Admin):
+def bench_ping(request: Request, db: SessionDep, admin: Admin):
     """The benchmark's baseline: one INSERT (an audit entry) and the request's COMMIT.
 
     Admin-only, and absent (404) in production mode: it exists to measure the server, nothing else."""
-    if settings.mode == "production":
+    if request.app.state.settings.mode == "production":
         raise NotFound("There is nothing at /api/bench/ping.")
     entry = audit.record(db, admin.id, "bench.ping", "bench")
     return Response(status_code=201, content=str(entry.id))

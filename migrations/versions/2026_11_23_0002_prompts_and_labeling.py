@@ -112,7 +112,7 @@ def upgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tasks_batch_id'), ['batch_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_tasks_prompt_id'), ['prompt_id'], unique=False)
-        batch_op.create_index('ix_tasks_queue', ['status', 'priority', 'id'], unique=False)
+        batch_op.create_index('ix_tasks_queue', ['status', sa.text('priority DESC'), 'id'], unique=False)
 
     op.create_table('assignments',
     sa.Column('id', sa.Integer(), nullable=False),

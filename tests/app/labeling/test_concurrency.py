@@ -60,7 +60,7 @@ def test_racing_labelers_never_overshoot_lose_or_double_count(tmp_path):
                             row, created = ranking.submit_ranking(db, aid, user, data, settings=settings)
                         with lock:
                             if created:
-                                accepted.append(row.id)
+                                accepted.append(row["id"])
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
