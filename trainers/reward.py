@@ -213,7 +213,8 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         elapsed = max(1e-9, time.time() - t0)
         metrics.log(step, {"train/loss": loss, "train/accuracy": float(stats[1] / stats[2].clamp(min=1)),
                            "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(gnorm),
-                           "train/tokens_per_s": n_tokens / elapsed, "train/pairs_per_s": n_pairs / elapsed})
+                           "train/tokens_per_s": n_tokens / elapsed, "train/pairs_per_s": n_pairs / elapsed,
+                           "train/elapsed_s": elapsed})
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
         if valid_groups and (step % steps_per_epoch == 0 or (cfg.eval_every and step % cfg.eval_every == 0) or step == end):

@@ -180,7 +180,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         step += 1
         loss = float(all_reduce_sum(loss_sum) / max(1, n_resp))
         metrics.log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(gnorm),
-                           "train/tokens_per_s": n_tokens_seen / max(1e-9, time.time() - t0)})
+                           "train/tokens_per_s": n_tokens_seen / max(1e-9, time.time() - t0),
+                           "train/elapsed_s": time.time() - t0})
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
         epoch_end = step % steps_per_epoch == 0
