@@ -131,8 +131,8 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
 
     Returns the assignment's wire view (see ``lease_view``) or None if no work is waiting. Few,
     short statements: the live-lease check, one ``SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED``
-    that picks and locks ONE task with room (eligibility and capacity in SQL), the re-count of its
-    room, one read of its prompt and responses, and the INSERT of the lease. Only the one task
+    that picks and locks ONE task with room (eligibility and capacity in SQL), one read of its
+    prompt and responses that also re-counts its room, and the INSERT of the lease. Only the one task
     row is locked, until the request's commit.
 
     Why the re-count: on PostgreSQL a row locked after a concurrent lease committed is not
@@ -164,13 +164,16 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
             return None
         task_id, task_kind, batch_minutes = row
         tried.append(task_id)
-        # The row is locked now; this statement sees every lease committed before we got it.
-        room = db.scalar(
-            select(Task.required_submissions - Task.submission_count - _live_count(Task.id, now)).where(Task.id == task_id)
-        )
-        if room <= 0:
+        # The row is locked now; the next statement sees every lease committed before we got it.
+        room = Task.required_submissions - Task.submission_count - _live_count(Task.id, now)
+        if task_kind == TaskKind.ranking:  # re-count and read the responses in one statement
+            rows = _task_content(db, task_id, room.label("room"))
+            left = rows[0].room if rows else 0
+        else:
+            rows = []
+            left = db.scalar(select(room).where(Task.id == task_id))
+        if left <= 0:
             continue
-        rows = _task_content(db, task_id) if task_kind == TaskKind.ranking else []
         shown = None
         if task_kind == TaskKind.ranking:
             shown = [r.completion_id for r in rows]
@@ -193,10 +196,10 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
     return None
 
 
-def _task_content(db: Session, task_id: int):
+def _task_content(db: Session, task_id: int, *extra):
     """Prompt and responses of a ranking task in canonical order: one query."""
     return db.execute(
-        select(TaskItem.completion_id, Completion.text, Prompt.id.label("prompt_id"), Prompt.text.label("prompt_text"))
+        select(TaskItem.completion_id, Completion.text, Prompt.id.label("prompt_id"), Prompt.text.label("prompt_text"), *extra)
         .join(Completion, Completion.id == TaskItem.completion_id)
         .join(Task, Task.id == TaskItem.task_id)
         .join(Prompt, Prompt.id == Task.prompt_id)

@@ -251,3 +251,22 @@ def test_admin_creates_batch_from_page_and_labeler_is_refused(make_client, db):
     assert ok.status_code == 201 and "Batch b1 created" in ok.text
     assert labeler.get("/admin/batches").status_code == 403
     assert labeler.post_form("/admin/batches", {"name": "b2"}).status_code == 403
+
+
+def test_created_and_repeated_submit_answer_the_same_view_and_skip_then_submit_counts_nothing(make_client, db):
+    """The fast submit path builds its answer from the input; a repeat reads it back from the database."""
+    make_ranking_batch(db, tasks=2, k=4)
+    c, _ = signed_in(make_client, db)
+    a = take(c)
+    body = full_ranking(a, tie=True)
+    body["ratings"][2]["flags"] = ["violent_content", "hallucination", "violent_content"]
+    url = f"/api/labeling/assignments/{a['assignment_id']}/ranking"
+    first, second = c.post(url, json=body), c.post(url, json=body)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json() == second.json()
+    b = take(c)
+    assert c.post(f"/api/labeling/assignments/{b['assignment_id']}/skip", json={"reason": "unclear"}).status_code == 200
+    late = c.post(f"/api/labeling/assignments/{b['assignment_id']}/ranking", json=full_ranking(b))
+    assert late.status_code == 409 and "skipped" in late.json()["detail"]
+    assert db.get(Task, b["task_id"]).submission_count == 0
+    assert db.scalar(select(func.count()).select_from(Ranking)) == 1
