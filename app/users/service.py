@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app import security
 from app.audit import service as audit
@@ -213,7 +213,11 @@ def revoke_token(db: Session, token_id: int, *, actor: User) -> ApiToken:
 def user_for_token(db: Session, token: str) -> User:
     if not security.looks_like_api_token(token):
         raise NotAuthenticated("Malformed API token: expected 'Authorization: Bearer rlhf_...'.")
-    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == security.hash_api_token(token)))
+    row = db.scalar(
+        select(ApiToken)
+        .options(joinedload(ApiToken.user))  # one round trip for the token and its owner
+        .where(ApiToken.token_hash == security.hash_api_token(token))
+    )
     if row is None or row.revoked_at is not None or not row.user.active:
         raise NotAuthenticated("Invalid or revoked API token.")
     now = utcnow()
