@@ -90,13 +90,20 @@ def last(out: Path, name: str) -> float:
 # ---------------------------------------------------------------- ours
 
 
-def ours_sft(model: str, data: Path, out: Path, bs: int, mbs: int, lr: float, max_len: int, dtype: str, tokens: int):
+def ours_sft(model: str, data: Path, out: Path, bs: int, mbs: int, lr: float, max_len: int, dtype: str, tokens: int,
+             compile: bool = False):
     from trainers.sft import SFTConfig, train_sft
 
     train_sft(SFTConfig(model=model, data=str(data), out=str(out), epochs=1, batch_size=bs, micro_batch_size=mbs,
-                        lr=lr, valid_fraction=0.0, max_length=max_len, dtype=dtype, keep_checkpoints=1))
+                        lr=lr, valid_fraction=0.0, max_length=max_len, dtype=dtype, keep_checkpoints=1, compile=compile))
     secs = last(out, "train/elapsed_s")
-    return {"seconds": secs, "tokens_per_s": tokens / secs}
+    # steady state: without the first 2 steps (CUDA warm-up, torch.compile)
+    rows = read_metrics(out)
+    el = dict(metric_series(rows, "train/elapsed_s"))
+    seen = {s: v * el[s] for s, v in metric_series(rows, "train/tokens_per_s")}
+    n = max(el)
+    steady = (seen[n] - seen[2]) / (el[n] - el[2]) if n > 3 else tokens / secs
+    return {"seconds": secs, "tokens_per_s": tokens / secs, "steady_tokens_per_s": steady}
 
 
 def ours_rm(model: str, data: Path, valid: Path, out: Path, bs: int, lr: float, dtype: str):
@@ -207,14 +214,17 @@ def run_suite(name: str, model: str, tmp: Path, a: argparse.Namespace, gpu: bool
     bs = a.batch if not gpu else a.gpu_batch
     mbs = bs if not gpu else a.gpu_micro_batch
     res = []
-    s_ours = ours_sft(model, data, tmp / f"{name}_sft_ours", bs, mbs, 1e-4, max_len, dtype, tokens)
-    row = {"suite": name, "what": "SFT tokens/s", "ours": s_ours["tokens_per_s"]}
+    s_ours = ours_sft(model, data, tmp / f"{name}_sft_ours", bs, mbs, 1e-4, max_len, dtype, tokens,
+                      compile=gpu and a.gpu_compile)
+    row = {"suite": name + (" compiled" if gpu and a.gpu_compile else ""), "what": "SFT tokens/s",
+           "ours": s_ours["tokens_per_s"], "steady": s_ours["steady_tokens_per_s"]}
     if gpu:
         fpt, nparams = flops_per_token(model, tokens // len(rows))
         dev = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16.items() if k in dev), None)
         if peak:
             row["mfu"] = s_ours["tokens_per_s"] * fpt / peak
+            row["steady_mfu"] = s_ours["steady_tokens_per_s"] * fpt / peak
         row["params"] = nparams
     if not a.skip_trl and (not gpu or a.gpu_trl):
         try:
@@ -265,7 +275,10 @@ def print_table(rows: list[dict]) -> None:
         if "gen_share" in r:
             notes.append(f"generation {r['gen_share']:.0%} of time")
         if "mfu" in r:
-            notes.append(f"MFU {r['mfu']:.1%}" + (f" (TRL {r['trl_mfu']:.1%})" if "trl_mfu" in r else ""))
+            notes.append(f"MFU {r['mfu']:.1%}" + (f" (TRL {r['trl_mfu']:.1%})" if "trl_mfu" in r else "")
+                         + f", steady-state {r['steady_mfu']:.1%}")
+        elif "steady" in r:
+            notes.append(f"steady-state {r['steady']:.0f} tok/s")
         if "params" in r:
             notes.append(f"{r['params'] / 1e9:.2f}B params")
         if "ours_tok_s" in r:
@@ -299,6 +312,7 @@ def main() -> None:
     ap.add_argument("--gpu-words", type=int, default=700, help="words per completion (~1k tokens per row)")
     ap.add_argument("--gpu-batch", type=int, default=32)
     ap.add_argument("--gpu-micro-batch", type=int, default=8)
+    ap.add_argument("--gpu-compile", action="store_true", help="torch.compile our SFT model on the GPU")
     ap.add_argument("--gpu-trl", action="store_true", help="also run TRL's SFTTrainer on the GPU model")
     ap.add_argument("--gpu-rm", action="store_true", help="also run RM and PPO on the GPU model")
     ap.add_argument("--skip-trl", action="store_true")

@@ -56,6 +56,7 @@ class RMConfig:
     keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
     resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
     dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    compile: bool = opt(False, help="torch.compile the model (faster steps on GPU after a compile warm-up)")
     seed: int = opt(0, help="random seed")
     skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
 
@@ -170,6 +171,8 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     ddp = DDP(model) if world > 1 else model
+    if cfg.compile:
+        ddp = torch.compile(ddp)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
     step = 0

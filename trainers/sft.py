@@ -58,6 +58,7 @@ class SFTConfig:
     valid_max_new_tokens: int = opt(64, help="response length for the validation RM score")
     gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass to save memory")
     dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    compile: bool = opt(False, help="torch.compile the model (faster steps on GPU after a compile warm-up)")
     seed: int = opt(0, help="random seed (data order, dropout, init of new weights)")
     skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
 
@@ -131,6 +132,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     ddp = DDP(model) if world > 1 else model
+    if cfg.compile:
+        ddp = torch.compile(ddp)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                               fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
