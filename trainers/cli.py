@@ -7,9 +7,11 @@ it. The trainers' own errors are printed as one line (``error: ...``) with exit 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any, Callable
 
+from trainers.common import is_main
 from trainers.config import add_dataclass_arguments, config_from_args
 from trainers.errors import TrainerError
 
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     cls, fn, _ = _commands()[ns.command]
     try:
         cfg = config_from_args(cls, ns)
-        fn(cfg)
+        result = fn(cfg)
+        if isinstance(result, dict) and ns.command != "generate" and is_main():  # generate prints its own
+            print(json.dumps(result))
     except TrainerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
