@@ -119,6 +119,9 @@ class Metrics:
         self.path = Path(out_dir) / "metrics.jsonl"
         self.enabled = is_main()
         self.history: list[dict[str, Any]] = []
+        # Set by a training loop to its last step: each log() then also writes a "progress"
+        # row (0..1), which the app's worker turns into the run's live progress bar.
+        self.total_steps: int | None = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not resume:
@@ -127,6 +130,8 @@ class Metrics:
     def log(self, step: int, values: dict[str, float]) -> None:
         now = time.time()
         rows = [{"step": int(step), "name": k, "value": float(v), "time": now} for k, v in values.items()]
+        if self.total_steps:
+            rows.append({"step": int(step), "name": "progress", "value": min(1.0, step / self.total_steps), "time": now})
         self.history.extend(rows)
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as fh:

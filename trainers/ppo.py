@@ -184,6 +184,7 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
         evaluate(0)
     t_start, episodes = time.time(), 0
     t_gen_total = t_train_total = 0.0
+    metrics.total_steps = end
     bar = progress(end, "ppo", initial=step)
     while step < end:
         # --- rollout: this iteration's prompts, in a seeded order that a resumed run repeats

@@ -183,6 +183,7 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         metrics.truncate_after(step)
     end = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
     t0, n_tokens, n_pairs = time.time(), 0, 0
+    metrics.total_steps = end
     bar = progress(end, "rm", initial=step)
     last_eval: dict[str, float] = {}
     while step < end:

@@ -154,6 +154,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     end = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
     n_tokens_seen = 0
     t0 = time.time()
+    metrics.total_steps = end
     bar = progress(end, "sft", initial=step)
     while step < end:
         epoch = step // steps_per_epoch

@@ -42,6 +42,8 @@ def test_worker_builds_a_tiny_model_then_fine_tunes_it(settings, session_factory
     assert sft.progress == 1.0 and sft.finished_at is not None
     names = set(db.scalars(select(RunMetric.name).where(RunMetric.run_id == sft.id)))
     assert any("loss" in n for n in names), names
+    progress = service.metric_series(db, sft.id)["progress"]  # what drives the live bar while it runs
+    assert progress[-1][1] == pytest.approx(1.0) and all(0 < v <= 1 for _, v in progress)
     assert f"run {sft.id} succeeded" in lines
 
 
