@@ -1,4 +1,4 @@
-"""Reading prompt and completion files: JSONL (optionally gzipped) or CSV, one record per row."""
+"""Reading prompt and completion files: CSV, JSONL (optionally gzipped) or Parquet, one record per row."""
 
 from __future__ import annotations
 
@@ -11,33 +11,39 @@ from app.errors import InvalidInput
 
 
 def parse_records(data: bytes, filename: str) -> list[dict]:
-    """Records of a JSONL or CSV file (chosen by the name, else sniffed). Errors name the line."""
+    """Records of a CSV, JSONL, gzipped JSONL or Parquet file (chosen by the name, else sniffed).
+
+    JSONL and Parquet go through the datasets importer's reader, so every import door refuses
+    the same bad input (not UTF-8, not JSON, not an object, a huge line) with its line number.
+    """
+    from app.datasets.readers import read_records
+
     name = (filename or "").lower()
-    if name.endswith(".gz"):
+    plain_name = name[:-3] if name.endswith(".gz") else name
+    if plain_name.endswith(".csv") or (not plain_name.endswith((".jsonl", ".json", ".parquet")) and _looks_like_csv(data, name)):
+        if name.endswith(".gz"):
+            try:
+                data = gzip.decompress(data)
+            except OSError:
+                raise InvalidInput("The file ends in .gz but is not gzip data.", field="file") from None
         try:
-            data = gzip.decompress(data)
-        except OSError:
-            raise InvalidInput("The file ends in .gz but is not gzip data.", field="file") from None
-        name = name[:-3]
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput("The file is not UTF-8 text.", field="file") from None
-    is_csv = name.endswith(".csv") or (not name.endswith((".jsonl", ".json")) and not text.lstrip().startswith("{"))
-    if is_csv:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise InvalidInput("The file is not UTF-8 text.", field="file") from None
         return _parse_csv(text)
-    records = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    return [record for _, record in read_records(data, name)]
+
+
+def _looks_like_csv(data: bytes, name: str) -> bool:
+    head = data[:4]
+    if head.startswith(b"\x1f\x8b"):
         try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"line {n}: not valid JSON ({exc.msg}).", field="file") from None
-        if not isinstance(value, dict):
-            raise InvalidInput(f"line {n}: expected a JSON object.", field="file")
-        records.append(value)
-    return records
+            head = gzip.decompress(data)[:64]
+        except OSError:
+            return False
+    if head.startswith(b"PAR1"):
+        return False
+    return not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
 
 
 def _parse_csv(text: str) -> list[dict]:
