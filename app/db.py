@@ -45,6 +45,22 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def strip_nul(text: str) -> str:
+    """PostgreSQL text cannot hold NUL characters (sampled model output and pasted text can)."""
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+@event.listens_for(Session, "before_flush")
+def _strip_nul_before_flush(session: Session, _context, _instances) -> None:
+    """Every text the ORM writes, on both databases, loses its NUL characters, so no input path
+    can fail with a database error on them. (Core bulk inserts clean their own text.)"""
+    for obj in list(session.new) + list(session.dirty):
+        for attr in obj.__mapper__.column_attrs:
+            value = obj.__dict__.get(attr.key)
+            if isinstance(value, str) and "\x00" in value:
+                setattr(obj, attr.key, value.replace("\x00", ""))
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]

@@ -9,7 +9,7 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.db import utcnow
+from app.db import strip_nul, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.labeling import assignment as engine
 from app.labeling.models import (
@@ -133,7 +133,7 @@ def submit_ranking(
         raise InvalidInput("This assignment is not a ranking task.", field="ranked")
     shown = list(row.shown_order or [])
     placed = validate(data, shown, settings)
-    comment = (data.comment or "").strip()
+    comment = strip_nul((data.comment or "").strip())
     if row.status == AssignmentStatus.skipped:
         raise Conflict("You skipped this task; it can no longer be submitted.")
     if comment and db.scalar(

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.config import Settings
+from app.db import strip_nul
 from app.errors import Conflict, InvalidInput, NotFound
 from app.prompts.models import Category, Completion, Prompt, PromptSource, PromptStatus, Split
 from app.prompts.scrub import scrub
@@ -36,7 +37,7 @@ def split_for_origin_user(origin_user: str) -> Split:
 
 
 def normalise(text: str) -> str:
-    return _SPACES.sub(" ", text).strip().lower()
+    return _SPACES.sub(" ", strip_nul(text)).strip().lower()
 
 
 def content_hash(text: str) -> str:
