@@ -115,6 +115,8 @@ def demo(
         typer.echo(f"    {role:<11} {username:<11} {password}")
     for line in extra:
         typer.echo(f"  {line}")
+    typer.echo("\n  training runs queued on the Runs page need a worker (pip install -e '.[train]' first):")
+    typer.echo(f"    RLHF_DATABASE_URL={settings.database_url} RLHF_ARTIFACT_DIR={settings.artifact_dir} rlhf worker")
     typer.echo("")
     if no_serve:
         return
