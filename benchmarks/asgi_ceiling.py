@@ -49,6 +49,34 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"ok"})
 '''
 
+FASTAPI_APP = '''
+import os
+from contextlib import asynccontextmanager
+from fastapi import Depends, FastAPI, Header
+from psycopg_pool import AsyncConnectionPool
+pool = AsyncConnectionPool(os.environ["CEILING_DB"], min_size=8, max_size=8, open=False)
+@asynccontextmanager
+async def lifespan(app):
+    await pool.open()
+    yield
+    await pool.close()
+app = FastAPI(lifespan=lifespan)
+async def auth(authorization: str = Header("")):
+    async with pool.connection() as conn:  # stands for the token lookup
+        await conn.execute("SELECT 1")
+    return authorization
+@app.post("/ping")
+async def ping(user: str = Depends(auth)):
+    async with pool.connection() as conn:
+        await conn.execute("INSERT INTO ping (at) VALUES (now())")
+    return {"ok": 1}
+'''
+
+VARIANTS = {
+    "bare ASGI + async psycopg pool": APP,
+    "FastAPI async endpoint + auth dependency (1 SELECT) + async pool": FASTAPI_APP,
+}
+
 
 async def load(port: int, clients: int, seconds: float) -> list[float]:
     latencies: list[float] = []
@@ -80,32 +108,36 @@ def main() -> None:
     dsn = f"host=127.0.0.1 user=postgres dbname={name}"
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / name
     folder.mkdir()
-    (folder / "ceiling_app.py").write_text(APP)
-    server = None
+    results = []
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE ping (id serial PRIMARY KEY, at timestamptz)")
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "ceiling_app:app", "--port", str(port), "--workers", str(args.workers),
-             "--log-level", "warning", "--no-access-log"],
-            cwd=folder, env={**os.environ, "CEILING_DB": dsn},
-        )
-        time.sleep(3)
-        latencies = asyncio.run(load(port, args.clients, args.seconds))
+        for label, source in VARIANTS.items():
+            (folder / "ceiling_app.py").write_text(source)
+            port = free_port()
+            server = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "ceiling_app:app", "--port", str(port), "--workers",
+                 str(args.workers), "--log-level", "warning", "--no-access-log"],
+                cwd=folder, env={**os.environ, "CEILING_DB": dsn},
+            )
+            try:
+                time.sleep(3)
+                latencies = asyncio.run(load(port, args.clients, args.seconds))
+            finally:
+                server.terminate()
+                server.wait(10)
+            results.append((label, latencies))
         with psycopg.connect(dsn) as conn:
             stored = conn.execute("SELECT count(*) FROM ping").fetchone()[0]
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    print(f"bare ASGI + psycopg async pool, INSERT + COMMIT, {args.clients} clients, {args.workers} uvicorn workers")
-    print(f"{'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'rows stored':>12}")
-    print(f"{len(latencies) / args.seconds:>8.0f} {pct(latencies, 0.50):>8.1f} {pct(latencies, 0.95):>8.1f} "
-          f"{pct(latencies, 0.99):>8.1f} {stored:>12}")
-
+    print(f"one INSERT + COMMIT per request, {args.clients} closed-loop clients, {args.workers} uvicorn workers")
+    print(f"{'server':<66} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for label, latencies in results:
+        print(f"{label:<66} {len(latencies) / args.seconds:>8.0f} {pct(latencies, 0.50):>8.1f} "
+              f"{pct(latencies, 0.95):>8.1f} {pct(latencies, 0.99):>8.1f}")
+    print(f"rows stored: {stored} (requests answered: {sum(len(lat) for _, lat in results)})")
 
 if __name__ == "__main__":
     main()
