@@ -91,7 +91,7 @@ def last(out: Path, name: str) -> float:
 
 
 def ours_sft(model: str, data: Path, out: Path, bs: int, mbs: int, lr: float, max_len: int, dtype: str, tokens: int,
-             compile: bool = False):
+             compile: bool | None = None):
     from trainers.sft import SFTConfig, train_sft
 
     train_sft(SFTConfig(model=model, data=str(data), out=str(out), epochs=1, batch_size=bs, micro_batch_size=mbs,
@@ -103,7 +103,10 @@ def ours_sft(model: str, data: Path, out: Path, bs: int, mbs: int, lr: float, ma
     seen = {s: v * el[s] for s, v in metric_series(rows, "train/tokens_per_s")}
     n = max(el)
     steady = (seen[n] - seen[2]) / (el[n] - el[2]) if n > 3 else tokens / secs
-    return {"seconds": secs, "tokens_per_s": tokens / secs, "steady_tokens_per_s": steady}
+    # timed: from just before the first step to the end of the last optimiser step (compile warm-up
+    # and the first steps included; model load, tokenisation and checkpoint saving not)
+    return {"seconds": secs, "tokens_per_s": tokens / secs, "steady_tokens_per_s": steady, "steps": n,
+            "first2_s": el[2] if n >= 2 else secs}
 
 
 def ours_rm(model: str, data: Path, valid: Path, out: Path, bs: int, lr: float, dtype: str):
@@ -214,18 +217,32 @@ def run_suite(name: str, model: str, tmp: Path, a: argparse.Namespace, gpu: bool
     bs = a.batch if not gpu else a.gpu_batch
     mbs = bs if not gpu else a.gpu_micro_batch
     res = []
-    s_ours = ours_sft(model, data, tmp / f"{name}_sft_ours", bs, mbs, 1e-4, max_len, dtype, tokens,
-                      compile=gpu and a.gpu_compile)
-    row = {"suite": name + (" compiled" if gpu and a.gpu_compile else ""), "what": "SFT tokens/s",
-           "ours": s_ours["tokens_per_s"], "steady": s_ours["steady_tokens_per_s"]}
-    if gpu:
-        fpt, nparams = flops_per_token(model, tokens // len(rows))
+    compile = False if gpu and a.gpu_no_compile else None  # None: the trainer's default (on with CUDA)
+    s_ours = ours_sft(model, data, tmp / f"{name}_sft_ours", bs, mbs, 1e-4, max_len, dtype, tokens, compile=compile)
+    row = {"suite": name + (" eager" if compile is False else ""), "what": "SFT tokens/s",
+           "ours": s_ours["tokens_per_s"], "steady": s_ours["steady_tokens_per_s"], "steps": s_ours["steps"],
+           "seconds": s_ours["seconds"], "first2_s": s_ours["first2_s"]}
+
+    def add_mfu(row, res, n_rows, n_tokens):
+        fpt, nparams = flops_per_token(model, n_tokens // n_rows)
         dev = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16.items() if k in dev), None)
         if peak:
-            row["mfu"] = s_ours["tokens_per_s"] * fpt / peak
-            row["steady_mfu"] = s_ours["steady_tokens_per_s"] * fpt / peak
+            row["mfu"] = res["tokens_per_s"] * fpt / peak
+            row["steady_mfu"] = res["steady_tokens_per_s"] * fpt / peak
         row["params"] = nparams
+
+    if gpu:
+        add_mfu(row, s_ours, len(rows), tokens)
+    if gpu and a.gpu_eager_rows:  # the same trainer with --no-compile, on the first rows
+        erows = rows[:a.gpu_eager_rows]
+        etok = count_tokens(tok, erows)
+        edata = write_jsonl(tmp / f"{name}_sft_eager.jsonl", erows)
+        e = ours_sft(model, edata, tmp / f"{name}_sft_eager", bs, mbs, 1e-4, max_len, dtype, etok, compile=False)
+        erow = {"suite": name + " eager", "what": "SFT tokens/s", "ours": e["tokens_per_s"],
+                "steady": e["steady_tokens_per_s"], "steps": e["steps"], "seconds": e["seconds"], "first2_s": e["first2_s"]}
+        add_mfu(erow, e, len(erows), etok)
+        res.append(erow)
     if not a.skip_trl and (not gpu or a.gpu_trl):
         try:
             t = trl_sft(model, rows, tmp / f"{name}_sft_trl", mbs, 1e-4, max_len, tokens, gpu)
@@ -279,6 +296,9 @@ def print_table(rows: list[dict]) -> None:
                          + f", steady-state {r['steady_mfu']:.1%}")
         elif "steady" in r:
             notes.append(f"steady-state {r['steady']:.0f} tok/s")
+        if "steps" in r:
+            notes.append(f"{r['steps']} steps in {r['seconds']:.1f} s (first 2: {r['first2_s']:.1f} s); "
+                         f"steady {r['steady']:.0f} tok/s")
         if "params" in r:
             notes.append(f"{r['params'] / 1e9:.2f}B params")
         if "ours_tok_s" in r:
@@ -308,11 +328,15 @@ def main() -> None:
     ap.add_argument("--gpu-layers", type=int, default=16)
     ap.add_argument("--gpu-inter", type=int, default=5632)
     ap.add_argument("--gpu-vocab", type=int, default=32000)
-    ap.add_argument("--gpu-sft-rows", type=int, default=256)
+    ap.add_argument("--gpu-sft-rows", type=int, default=8192, help="SFT rows on the GPU (256 steps of 32: "
+                    "long enough to amortise the compile warm-up the way a real SFT run does)")
     ap.add_argument("--gpu-words", type=int, default=700, help="words per completion (~1k tokens per row)")
     ap.add_argument("--gpu-batch", type=int, default=32)
-    ap.add_argument("--gpu-micro-batch", type=int, default=8)
-    ap.add_argument("--gpu-compile", action="store_true", help="torch.compile our SFT model on the GPU")
+    ap.add_argument("--gpu-micro-batch", type=int, default=16)
+    ap.add_argument("--gpu-compile", action="store_true", help="(the default now; kept for old command lines)")
+    ap.add_argument("--gpu-no-compile", action="store_true", help="run our SFT eager (--no-compile) on the GPU")
+    ap.add_argument("--gpu-eager-rows", type=int, default=0,
+                    help="also run our SFT with --no-compile on the first N GPU rows")
     ap.add_argument("--gpu-trl", action="store_true", help="also run TRL's SFTTrainer on the GPU model")
     ap.add_argument("--gpu-rm", action="store_true", help="also run RM and PPO on the GPU model")
     ap.add_argument("--skip-trl", action="store_true")

@@ -32,14 +32,33 @@ def load_tokenizer(name: str) -> Any:
     return tok
 
 
-def load_causal_lm(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_causal_lm(name: str, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     _check_source(name)
+    kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kw)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load causal LM from {name!r}: {str(e).splitlines()[0]}") from None
+
+
+def compile_blocks(model: nn.Module) -> int:
+    """Regional ``torch.compile``: compile each transformer block in place (they share one compiled
+    graph, so the warm-up is that of one block, not the whole model). Falls back to compiling the
+    whole model when no block list is found. Returns the number of compiled modules."""
+    blocks = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks", "layer"):
+            blocks = mod
+            break
+    # dynamic=True: one graph for every sequence width and micro-batch size (no recompiles)
+    if blocks is None:
+        model.compile(dynamic=True)
+        return 1
+    for block in blocks:
+        block.compile(dynamic=True)
+    return len(blocks)
 
 
 def apply_residual_dropout(model: nn.Module, p: float) -> int:
@@ -126,10 +145,11 @@ def load_scalar_model(name: str, dtype: torch.dtype = torch.float32) -> ScalarHe
 
 
 def pad_batch(
-    seqs: list[list[int]], pad_id: int, side: str = "right", device: torch.device | None = None
+    seqs: list[list[int]], pad_id: int, side: str = "right", device: torch.device | None = None, multiple: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) padded on ``side``."""
+    """(input_ids, attention_mask) padded on ``side`` (width rounded up to ``multiple``)."""
     width = max(len(s) for s in seqs)
+    width = -(-width // multiple) * multiple
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -140,7 +160,7 @@ def pad_batch(
             ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
     if device is not None:
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
     return ids, mask
 
 

@@ -28,7 +28,7 @@ from trainers.config import opt, write_config
 from trainers.data import SFTExample, parse_sft, read_file, split_train_valid
 from trainers.errors import ConfigError
 from trainers.formatting import encode_pair
-from trainers.models import apply_residual_dropout, load_causal_lm, load_tokenizer, pad_batch
+from trainers.models import apply_residual_dropout, compile_blocks, load_causal_lm, load_tokenizer, pad_batch
 
 IGNORE = -100
 
@@ -58,7 +58,7 @@ class SFTConfig:
     valid_max_new_tokens: int = opt(64, help="response length for the validation RM score")
     gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass to save memory")
     dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
-    compile: bool = opt(False, help="torch.compile the model (faster steps on GPU after a compile warm-up)")
+    compile: bool | None = opt(None, help="torch.compile each transformer block (default: on with CUDA, off on CPU; --no-compile turns it off)")
     seed: int = opt(0, help="random seed (data order, dropout, init of new weights)")
     skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
 
@@ -74,8 +74,9 @@ def tokenize_sft(tok: Any, examples: list[SFTExample], max_length: int) -> list[
     return [encode_pair(tok, ex.messages[:-1], ex.messages[-1]["content"], max_length) for ex in examples]
 
 
-def collate_sft(items: list[tuple[list[int], int]], pad_id: int, device: torch.device):
-    ids, mask = pad_batch([i for i, _ in items], pad_id, "right", device)
+def collate_sft(items: list[tuple[list[int], int]], pad_id: int, device: torch.device, multiple: int = 1):
+    """Right-padded (ids, mask, labels); ``multiple`` rounds the width up (few shapes for torch.compile)."""
+    ids, mask = pad_batch([i for i, _ in items], pad_id, "right", device, multiple)
     labels = ids.clone()
     labels[mask == 0] = IGNORE
     for row, (_, plen) in enumerate(items):
@@ -83,21 +84,32 @@ def collate_sft(items: list[tuple[list[int], int]], pad_id: int, device: torch.d
     return ids, mask, labels
 
 
-def response_token_loss_sum(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over the response tokens (labels != -100)."""
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-    target = labels[:, 1:]
+def shifted_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed fp32 cross-entropy of position t's logits against labels[t + 1] (-100: no loss)."""
+    target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)  # shift labels, not logits: no copy
     return torch.nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
+def response_token_loss_sum(model: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                            ce: Any = shifted_ce_sum) -> torch.Tensor:
+    """Summed next-token cross-entropy over the response tokens (labels != -100).
+
+    Batches are right-padded and the model is causal, so no real token ever attends to a pad
+    token and positions 0..len-1 are the defaults: the model runs without an attention mask
+    (plain causal attention, the flash kernel under SDPA); pad positions carry no loss.
+    """
+    return ce(model(input_ids=ids, use_cache=False).logits, labels)
+
+
 @torch.no_grad()
-def evaluate_loss(model: Any, items: list, pad_id: int, bs: int, device: torch.device, dtype: torch.dtype) -> float:
+def evaluate_loss(model: Any, items: list, pad_id: int, bs: int, device: torch.device, dtype: torch.dtype,
+                  multiple: int = 1) -> float:
     """Token-weighted mean response loss, over all processes."""
     model.eval()
     total = torch.zeros(2, device=device, dtype=torch.float64)
     for s in range(0, len(items), bs):
-        ids, mask, labels = collate_sft(items[s:s + bs], pad_id, device)
+        ids, mask, labels = collate_sft(items[s:s + bs], pad_id, device, multiple)
         with autocast(device, dtype):
             total[0] += response_token_loss_sum(model, ids, mask, labels).double()
         total[1] += (labels[:, 1:] != IGNORE).sum()
@@ -122,7 +134,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
-    model = load_causal_lm(str(resume_from / "policy") if resume_from else cfg.model).to(device)
+    model = load_causal_lm(str(resume_from / "policy") if resume_from else cfg.model,
+                           attn_implementation="sdpa" if device.type == "cuda" else None).to(device)
     apply_residual_dropout(model, cfg.residual_dropout)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -131,9 +144,14 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     valid_items = shard(tokenize_sft(tok, valid_rows, cfg.max_length), rank, world)
     steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+    if use_compile:
+        compile_blocks(model)  # in place, before DDP wraps it
+    pad_multiple = 64 if use_compile else 1  # tensor-core friendly widths
+    # The loss stays eager: compiling it too gained ~1 MFU point in steady state on an H100 but
+    # cost ~5 s more warm-up, a net loss over a 256-step run (benchmarks/README.md).
+    ce = shifted_ce_sum
     ddp = DDP(model) if world > 1 else model
-    if cfg.compile:
-        ddp = torch.compile(ddp)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                               fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
@@ -162,19 +180,20 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         pos = step % steps_per_epoch
         batch = [train_items[i] for i in order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]]
         n_resp = sum(len(ids) - plen for ids, plen in batch)
-        mine = shard(batch, rank, world)
+        # longest first: micro-batches of similar length waste less padding (the loss is a sum)
+        mine = sorted(shard(batch, rank, world), key=lambda it: -len(it[0]))
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
         for mi, mb in enumerate(micro):
-            ids, mask, labels = collate_sft(mb, tok.pad_token_id, device)
+            ids, mask, labels = collate_sft(mb, tok.pad_token_id, device, pad_multiple)
             sync = world == 1 or mi == len(micro) - 1
             ctx = ddp.no_sync() if not sync else _null()
             with ctx, autocast(device, dtype):
-                s = response_token_loss_sum(ddp, ids, mask, labels)
+                s = response_token_loss_sum(ddp, ids, mask, labels, ce)
                 # normalised by the global batch's response tokens; DDP averages over processes
                 (s * world / max(1, n_resp)).backward()
             loss_sum += s.detach().double()
-            n_tokens_seen += int(mask.sum()) * world
+            n_tokens_seen += sum(len(i) for i, _ in mb) * world  # no device sync
         if not micro and world > 1:  # an empty shard still takes part in the gradient all-reduce
             (sum(p.sum() for p in ddp.parameters()) * 0).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
@@ -182,7 +201,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         sched.step()
         optim.zero_grad(set_to_none=True)
         step += 1
-        loss = float(all_reduce_sum(loss_sum) / max(1, n_resp))
+        loss, gnorm = torch.stack([all_reduce_sum(loss_sum) / max(1, n_resp), gnorm.double()]).tolist()  # one sync
         metrics.log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(gnorm),
                            "train/tokens_per_s": n_tokens_seen / max(1e-9, time.time() - t0),
                            "train/elapsed_s": time.time() - t0})
@@ -190,7 +209,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         bar.set_postfix(loss=f"{loss:.3f}")
         epoch_end = step % steps_per_epoch == 0
         if epoch_end and valid_items is not None and valid_rows:
-            vals = {"valid/loss": evaluate_loss(model, valid_items, tok.pad_token_id, cfg.micro_batch_size, device, dtype)}
+            vals = {"valid/loss": evaluate_loss(model, valid_items, tok.pad_token_id, cfg.micro_batch_size, device, dtype,
+                                                pad_multiple)}
             if rm is not None:
                 vals["valid/rm_score"] = validation_rm_score(model, tok, rm, rm_tok, valid_rows, cfg, device)
             metrics.log(step, vals)

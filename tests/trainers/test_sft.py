@@ -96,3 +96,25 @@ def test_best_epoch_by_reward_model_score_becomes_the_final_model(tiny_dir, tmp_
     final = load_file(tmp_path / "run" / "model" / "model.safetensors")
     kept = load_file(tmp_path / "run" / "best" / "model.safetensors")
     assert all(torch.equal(final[k], kept[k]) for k in final)
+
+
+def test_right_padded_loss_needs_no_attention_mask(tiny_dir):
+    """Training runs the causal LM without a mask: with right padding the response loss is unchanged."""
+    from trainers.sft import response_token_loss_sum
+
+    tok = load_tokenizer(str(tiny_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_dir)).eval()
+    ex = [SFTExample([{"role": "user", "content": "Repeat: red"}, {"role": "assistant", "content": "red"}]),
+          SFTExample([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a longer reply here"}])]
+    ids, mask, labels = collate_sft(tokenize_sft(tok, ex, 128), tok.pad_token_id, torch.device("cpu"), multiple=64)
+    assert ids.shape[1] == 64
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    want = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    with torch.no_grad():
+        got = response_token_loss_sum(model, ids, mask, labels)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_defaults_off_on_cpu():
+    assert SFTConfig(model="m", data="d", out="o").compile is None  # None: on with CUDA only
