@@ -31,6 +31,7 @@ SKIP_REASONS = {
 SHORTCUTS = [
     ("A – I", "select response A, B, C …"),
     ("1 – 9", "put the selected response into rank 1 – 9 (same number = tie)"),
+    ("N, then 1 – 9", "insert the selected response as a new rank 1 – 9 on its own; the ranks from there on move down"),
     ("0 or Backspace", "take the selected response out of the ranking"),
     ("Shift + 1 – 7", "rate the selected response 1 – 7"),
     ("Ctrl + Enter", "submit"),

@@ -14,6 +14,7 @@
     var pool = document.getElementById("pool");
     var poolChips = pool.querySelector(".chips");
     var list = document.getElementById("buckets");
+    var board = document.getElementById("board");
     var rankedInput = document.getElementById("ranked-input");
     var timeInput = document.getElementById("time-spent");
     var chips = {};
@@ -42,21 +43,50 @@
       }
     } catch (e) { buckets = []; }
     var selected = null;
+    var pendingNewRank = false;  // "N" was pressed: the next digit inserts the selected response as a new rank
 
     function placedIn(cid, bs) {
       for (var i = 0; i < bs.length; i++) { if (bs[i].indexOf(cid) >= 0) { return true; } }
       return false;
     }
-    function removeEverywhere(cid) {
+    function dropEmpty() { buckets = buckets.filter(function (b) { return b.length > 0; }); }
+    function takeOut(cid) {  // leaves the buckets where they are (maybe empty) so indexes as shown stay valid
       buckets.forEach(function (b) { var i = b.indexOf(cid); if (i >= 0) { b.splice(i, 1); } });
-      buckets = buckets.filter(function (b) { return b.length > 0; });
     }
-    function place(cid, index) {  // index: 0-based rank; >= length means a new last rank; -1 = unranked
-      removeEverywhere(cid);
-      if (index >= 0) {
-        if (index >= buckets.length) { buckets.push([cid]); } else { buckets[index].push(cid); }
-      }
+    // index: 0-based rank as shown now; >= length means a new last rank; -1 = unranked
+    function place(cid, index) {
+      takeOut(cid);
+      if (index >= buckets.length) { buckets.push([cid]); } else if (index >= 0) { buckets[index].push(cid); }
+      dropEmpty();
       render();
+    }
+    // A new rank of its own at index (0-based, as shown now); the ranks from there on move down.
+    function insertRank(cid, index) {
+      takeOut(cid);
+      buckets.splice(Math.max(0, Math.min(index, buckets.length)), 0, [cid]);
+      dropEmpty();
+      render();
+    }
+    function rankOf(cid) {
+      for (var i = 0; i < buckets.length; i++) { if (buckets[i].indexOf(cid) >= 0) { return i + 1; } }
+      return 0;
+    }
+    function announce(text) {
+      var status = document.getElementById("selected-status");
+      if (status) { status.textContent = text; }
+    }
+    function dropTarget(el, onDrop) {
+      el.addEventListener("dragover", function (e) { e.preventDefault(); el.classList.add("over"); });
+      el.addEventListener("dragleave", function (e) {
+        if (!e.relatedTarget || !el.contains(e.relatedTarget)) { el.classList.remove("over"); }
+      });
+      el.addEventListener("drop", function (e) {
+        e.preventDefault();
+        e.stopPropagation();
+        el.classList.remove("over");
+        var cid = parseInt(e.dataTransfer.getData("text/plain"), 10);
+        if (chips[cid]) { onDrop(cid); }
+      });
     }
     function makeZone(index, isNew) {
       var li = document.createElement("li");
@@ -68,18 +98,26 @@
       var box = document.createElement("div");
       box.className = "chips";
       li.appendChild(box);
-      li.addEventListener("dragover", function (e) { e.preventDefault(); li.classList.add("over"); });
-      li.addEventListener("dragleave", function () { li.classList.remove("over"); });
-      li.addEventListener("drop", function (e) {
-        e.preventDefault();
-        var cid = parseInt(e.dataTransfer.getData("text/plain"), 10);
-        if (chips[cid]) { place(cid, isNew ? buckets.length : index); }
-      });
+      dropTarget(li, function (cid) { place(cid, isNew ? buckets.length : index); });
+      return li;
+    }
+    function makeInsertZone(index) {  // a thin drop zone before rank index + 1
+      var li = document.createElement("li");
+      li.className = "insert-zone";
+      li.setAttribute("data-insert", String(index));
+      var label = document.createElement("span");
+      label.className = "insert-label";
+      label.textContent = index === 0
+        ? "Drop here to insert a new rank before Rank 1"
+        : "Drop here to insert a new rank between Rank " + index + " and Rank " + (index + 1);
+      li.appendChild(label);
+      dropTarget(li, function (cid) { insertRank(cid, index); });
       return li;
     }
     function render() {
       list.textContent = "";
       buckets.forEach(function (b, i) {
+        list.appendChild(makeInsertZone(i));
         var li = makeZone(i, false);
         b.forEach(function (cid) { li.querySelector(".chips").appendChild(chips[cid]); });
         list.appendChild(li);
@@ -90,6 +128,7 @@
         if (!placedIn(cid, buckets)) { poolChips.appendChild(chips[cid]); }
         chips[cid].classList.toggle("selected", cid === selected);
       });
+      board.classList.remove("dragging");
       rankedInput.value = JSON.stringify(buckets);
     }
     Object.keys(chips).forEach(function (k) {
@@ -97,21 +136,19 @@
       chip.addEventListener("dragstart", function (e) {
         e.dataTransfer.setData("text/plain", k);
         e.dataTransfer.effectAllowed = "move";
+        board.classList.add("dragging");
       });
+      chip.addEventListener("dragend", function () { board.classList.remove("dragging"); });
       chip.addEventListener("click", function () { select(parseInt(k, 10)); });
     });
-    pool.addEventListener("dragover", function (e) { e.preventDefault(); });
-    pool.addEventListener("drop", function (e) {
-      e.preventDefault();
-      var cid = parseInt(e.dataTransfer.getData("text/plain"), 10);
-      if (chips[cid]) { place(cid, -1); }
-    });
+    dropTarget(pool, function (cid) { place(cid, -1); });
+    function letterOf(cid) { return chips[cid].getAttribute("data-letter"); }
     function select(cid) {
       selected = cid;
+      pendingNewRank = false;
       render();
       chips[cid].focus();
-      var status = document.getElementById("selected-status");
-      if (status) { status.textContent = "Selected response " + chips[cid].getAttribute("data-letter"); }
+      announce("Selected response " + letterOf(cid));
     }
     document.addEventListener("keydown", function (e) {
       var t = e.target;
@@ -124,6 +161,28 @@
       var digit = /^Digit([0-9])$/.exec(e.code || "");
       var n = digit ? parseInt(digit[1], 10) : (/^[0-9]$/.test(e.key) ? parseInt(e.key, 10) : null);
       if (selected === null) { return; }
+      if (letter === "N") {
+        e.preventDefault();
+        pendingNewRank = true;
+        announce("New rank for response " + letterOf(selected) + ": press 1 – 9 for its place (Escape cancels)");
+        return;
+      }
+      if (pendingNewRank) {
+        if (e.key === "Shift") { return; }
+        pendingNewRank = false;
+        if (n !== null && n >= 1 && !e.shiftKey) {
+          e.preventDefault();
+          takeOut(selected);
+          dropEmpty();  // n is where it ends up, counted without it
+          insertRank(selected, n - 1);
+          chips[selected].focus();
+          announce("Response " + letterOf(selected) + " is now rank " + rankOf(selected) + " of " + buckets.length + " on its own");
+          return;
+        }
+        announce("Selected response " + letterOf(selected));
+        if (e.key === "Escape") { e.preventDefault(); return; }
+        // any other key cancels the new rank and does what it always does
+      }
       if (n !== null && e.shiftKey) {
         if (n >= 1 && n <= 7) {
           e.preventDefault();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from playwright.sync_api import expect
@@ -125,3 +126,86 @@ def test_prompt_with_script_and_html_renders_as_inert_text(live_server, new_page
     assert page.text_content("#prompt-text") == evil
     assert page.evaluate("window.pwned === undefined")
     assert page.query_selector("#prompt-text b") is None and page.query_selector("#prompt-text img") is None
+
+
+def _cids(page):
+    return {letter: int(page.get_attribute(f"#chip-{letter}", "data-cid")) for letter in "ABCD"}
+
+
+def _stored_buckets(live_server):
+    """The latest stored ranking as buckets of completion ids, best first (ties sorted)."""
+    with unit_of_work(live_server.factory) as db:
+        r = db.scalars(select(Ranking).order_by(Ranking.id.desc())).first()
+        by_bucket: dict[int, list[int]] = {}
+        for e in r.entries:
+            by_bucket.setdefault(e.bucket, []).append(e.completion_id)
+    return [sorted(by_bucket[b]) for b in sorted(by_bucket)]
+
+
+def test_insert_a_new_rank_between_two_ranks_with_the_mouse(live_server, new_page):
+    name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=4, priority=90))
+    page = new_page()
+    login(page, live_server, name)
+    page.click("#next-ranking")
+    page.wait_for_selector("#board")
+    _rate_all(page)
+    cid = _cids(page)
+    page.drag_and_drop("#chip-A", "li.new-bucket")
+    page.drag_and_drop("#chip-B", "li.new-bucket")
+    zones = page.locator("li.insert-zone")
+    expect(zones).to_have_count(2)
+    expect(zones.nth(0)).to_have_text("Drop here to insert a new rank before Rank 1")
+    expect(zones.nth(1)).to_have_text("Drop here to insert a new rank between Rank 1 and Rank 2")
+    page.drag_and_drop("#chip-C", "li.insert-zone[data-insert='1']")
+    expect(page.locator("li.bucket[data-index='1'] #chip-C")).to_be_visible()
+    assert [page.text_content(f"li.bucket[data-index='{i}'] h4") for i in range(3)] == ["Rank 1", "Rank 2", "Rank 3"]
+    expect(page.locator("li.bucket[data-index='2'] #chip-B")).to_be_visible()
+    page.drag_and_drop("#chip-D", "li.new-bucket")
+    assert json.loads(page.input_value("#ranked-input")) == [[cid["A"]], [cid["C"]], [cid["B"]], [cid["D"]]]
+    page.click("#submit-ranking")
+    page.wait_for_selector("#submitted")
+    assert _stored_buckets(live_server) == [[cid["A"]], [cid["C"]], [cid["B"]], [cid["D"]]]
+
+
+def test_insert_a_new_rank_between_two_ranks_by_keyboard_alone(live_server, new_page):
+    name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=4, priority=100))
+    page = new_page()
+    login(page, live_server, name)
+    page.focus("#next-ranking")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#board")
+    assert "N, then 1 – 9" in page.text_content("#shortcuts")
+    cid = _cids(page)
+    page.locator("body").click(position={"x": 5, "y": 5})  # nothing focused in a text field
+
+    def ranked():
+        return json.loads(page.input_value("#ranked-input"))
+
+    for letter, keys in [("a", ["1"]), ("b", ["2"]), ("c", ["n", "2"]), ("d", ["4"])]:
+        page.keyboard.press(letter)
+        for key in keys:
+            page.keyboard.press(key)
+        page.keyboard.press("Shift+Digit5")
+    assert ranked() == [[cid["A"]], [cid["C"]], [cid["B"]], [cid["D"]]]
+    # moving a ranked response to a new rank leaves no empty rank behind: B (rank 3) becomes rank 1, then back
+    page.keyboard.press("b")
+    page.keyboard.press("n")
+    page.keyboard.press("1")
+    assert ranked() == [[cid["B"]], [cid["A"]], [cid["C"]], [cid["D"]]]
+    expect(page.locator("#selected-status")).to_have_text("Response B is now rank 1 of 4 on its own")
+    page.keyboard.press("n")
+    page.keyboard.press("3")
+    assert ranked() == [[cid["A"]], [cid["C"]], [cid["B"]], [cid["D"]]]
+    # Escape cancels a pending new rank: the next digit is a plain rank again (a tie with A)
+    page.keyboard.press("d")
+    page.keyboard.press("n")
+    page.keyboard.press("Escape")
+    page.keyboard.press("1")
+    assert ranked() == [[cid["A"], cid["D"]], [cid["C"]], [cid["B"]]]
+    page.keyboard.press("n")
+    page.keyboard.press("9")  # past the end: a new last rank
+    assert ranked() == [[cid["A"]], [cid["C"]], [cid["B"]], [cid["D"]]]
+    assert page.locator("li.bucket:not(.new-bucket)").count() == 4
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#submitted")
+    assert _stored_buckets(live_server) == [[cid["A"]], [cid["C"]], [cid["B"]], [cid["D"]]]
