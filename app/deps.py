@@ -9,14 +9,16 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from app import security
+from app import asyncdb, security
 from app.config import Settings
-from app.db import unit_of_work
+from app.db import unit_of_work, utcnow
 from app.errors import Forbidden, NotAuthenticated
 from app.users import service as users
 from app.users.models import LabelerGroup, Role, User
@@ -114,18 +116,84 @@ async def current_user(user: OptionalUser) -> User:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+def _check_role(user: User | UserView, allowed: frozenset[Role]) -> None:
+    if user.role not in allowed:
+        names = " or ".join(sorted(r.value for r in allowed))
+        raise Forbidden(f"This page needs the {names} role; you are signed in as a {user.role.value}.")
+
+
 def RequireRole(*roles: Role):  # noqa: N802 - reads as a type in signatures
     """Annotated alias for a signed-in user holding one of ``roles`` (403 otherwise)."""
     allowed = frozenset(roles)
-    names = " or ".join(sorted(r.value for r in allowed))
 
     async def require(user: CurrentUser) -> User:  # a pure check: no thread-pool hop
-        if user.role not in allowed:
-            raise Forbidden(f"This page needs the {names} role; you are signed in as a {user.role.value}.")
+        _check_role(user, allowed)
         return user
 
     require.allowed_roles = allowed  # read by the authorization-matrix test
     return Annotated[User, Depends(require)]
+
+
+# --- the labeling hot path: the same rules, without a sync session ------------------------------
+
+TOKEN_USER_SQL = """
+SELECT u.id, u.username, u.role, u.labeler_group, u.active, t.id, t.revoked_at, t.last_used_at
+FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = %s"""
+COOKIE_USER_SQL = "SELECT id, username, role, labeler_group, active, session_version FROM users WHERE id = %s"
+TOKEN_TOUCH_SQL = "UPDATE api_tokens SET last_used_at = %s WHERE id = %s"
+
+
+async def _hot_path_user(request: Request, pool) -> UserView | None:
+    """The user behind an API token or a session cookie, by one query on the async pool; the
+    same rules as ``optional_user`` (revoked token, deactivated user, stale cookie)."""
+    token = bearer_token(request)
+    async with pool.connection() as conn:
+        if token is not None:
+            request.state.auth = "token"
+            if not security.looks_like_api_token(token):
+                raise NotAuthenticated("Malformed API token: expected 'Authorization: Bearer rlhf_...'.")
+            row = await (await conn.execute(TOKEN_USER_SQL, (security.hash_api_token(token),))).fetchone()
+            if row is None or row[6] is not None or not row[4]:
+                raise NotAuthenticated("Invalid or revoked API token.")
+            now = utcnow()
+            if row[7] is None or now - row[7] > timedelta(minutes=5):  # coarse, as users.user_for_token
+                await conn.execute(TOKEN_TOUCH_SQL, (now, row[5]))
+            return UserView(row[0], row[1], Role(row[2]), LabelerGroup(row[3]))
+        request.state.auth = "cookie"
+        uid = request.session.get("uid")
+        if uid is None:
+            return None
+        row = await (await conn.execute(COOKIE_USER_SQL, (uid,))).fetchone()
+        if row is None or not row[4] or row[5] != request.session.get("v"):
+            request.session.pop("uid", None)
+            request.session.pop("v", None)
+            return None
+        return UserView(row[0], row[1], Role(row[2]), LabelerGroup(row[3]))
+
+
+def _sync_user(request: Request) -> UserView | None:
+    with unit_of_work(request.app.state.sessionmaker) as db:
+        user = optional_user(request, db)
+        return UserView.of(user) if user else None
+
+
+def RequireRoleView(*roles: Role):  # noqa: N802 - reads as a type in signatures
+    """Like ``RequireRole``, for the labeling hot path: a ``UserView`` loaded by one async query
+    when the app has its PostgreSQL pool (``asyncdb.pool_for``), else through the sync
+    session in one thread-pool hop. 401 when not signed in, 403 for another role."""
+    allowed = frozenset(roles)
+
+    async def require(request: Request) -> UserView:
+        pool = asyncdb.pool_for(request)
+        user = await (_hot_path_user(request, pool) if pool is not None else run_in_threadpool(_sync_user, request))
+        if user is None:
+            raise NotAuthenticated("Sign in to continue.")
+        request.state.user_view = user
+        _check_role(user, allowed)
+        return user
+
+    require.allowed_roles = allowed  # read by the authorization-matrix test
+    return Annotated[UserView, Depends(require)]
 
 
 async def csrf_protect(request: Request) -> None:

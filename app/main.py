@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import web
+from app import asyncdb, web
 from app.config import REPO_ROOT, Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import csrf_protect
@@ -35,6 +39,7 @@ ROUTERS = [
     audit_pages.router,
     prompts_routes.router,
     prompts_pages.router,
+    labeling_routes.hot_router,
     labeling_routes.router,
     labeling_pages.router,
     labeling_admin_pages.router,
@@ -45,10 +50,31 @@ ROUTERS = [
 ]
 
 
-def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Opens the async PostgreSQL pool of the labeling hot path for this event loop (one per
+    server process; a test client runs its own loop)."""
+    if not (app.state.hot_path_enabled and asyncdb.is_postgres(app.state.settings.database_url)):
+        yield
+        return
+    pool = asyncdb.make_pool(app.state.settings.database_url)
+    await pool.open(wait=True)
+    loop = asyncio.get_running_loop()
+    app.state.hot_pools[loop] = pool
+    try:
+        yield
+    finally:
+        app.state.hot_pools.pop(loop, None)
+        await pool.close()
+
+
+def create_app(settings: Settings | None = None, *, engine=None, hot_path: bool = True) -> FastAPI:
+    """The application. ``hot_path=False`` serves the labeling API through the sync services
+    only (the test suite does, so that each test's rolled-back transaction sees everything)."""
     settings = settings or get_settings()
     secret_key = settings.require_secret()
     app = FastAPI(
+        lifespan=lifespan,
         title="rlhf-lab",
         version="0.1.0",
         docs_url="/api/docs",
@@ -60,6 +86,8 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
     app.state.secret_key = secret_key
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    app.state.hot_path_enabled = hot_path
+    app.state.hot_pools = weakref.WeakKeyDictionary()  # event loop -> pool, opened by the lifespan
 
     app.add_middleware(
         SessionMiddleware,

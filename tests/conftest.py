@@ -98,7 +98,7 @@ class AppClient(TestClient):
 
 @pytest.fixture
 def app(settings, engine, session_factory):
-    application = create_app(settings, engine=engine)
+    application = create_app(settings, engine=engine, hot_path=False)  # everything inside this test's transaction
     application.state.sessionmaker = session_factory
     return application
 

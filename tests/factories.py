@@ -151,3 +151,19 @@ def make_demonstration(db: Session, *, prompt=None, author=None, text: str | Non
     db.add(demo)
     db.flush()
     return demo
+
+
+def expire_lease(db: Session, assignment_id: int, *, minutes_ago: int = 1) -> None:
+    """Let a lease run out, as the clock would: its expiry, and the task's "full until" hint that
+    the lease set, move into the past."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.labeling.models import Assignment, Task
+
+    row = db.get(Assignment, assignment_id)
+    row.expires_at = utcnow() - timedelta(minutes=minutes_ago)
+    task = db.get(Task, row.task_id)
+    if task.leased_until is not None and task.leased_until > row.expires_at:
+        task.leased_until = row.expires_at
+    db.flush()

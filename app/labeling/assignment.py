@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, func, insert, or_, select
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -32,6 +32,13 @@ from app.labeling.models import (
 from app.prompts.models import Completion, Prompt
 from app.users.models import LabelerGroup, User
 
+
+# Why a submit is refused (409), worded for the labeler; every submit path says the same.
+REFUSED_SKIPPED = "You skipped this task; it can no longer be submitted."
+REFUSED_LATE = (
+    "Your lease on this task expired and other labelers have completed it meanwhile, so this "
+    "submission was not recorded. Take the next task."
+)
 
 
 def live_leases(db: Session, task_id: int, *, exclude_assignment: int | None = None) -> int:
@@ -126,6 +133,15 @@ def _live_count(task_id_col, now, exclude_assignment=None):
     return q.scalar_subquery()
 
 
+def _first_expiry(task_id_col, now):
+    """Correlated earliest expiry among a task's live leases (NULL when none)."""
+    return (
+        select(func.min(Assignment.expires_at))
+        .where(Assignment.task_id == task_id_col, Assignment.status == AssignmentStatus.active, Assignment.expires_at > now)
+        .scalar_subquery()
+    )
+
+
 def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> dict | None:
     """Lease the highest-priority task this labeler may do (or resume their live lease).
 
@@ -135,10 +151,14 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
     prompt and responses that also re-counts its room, and the INSERT of the lease. Only the one task
     row is locked, until the request's commit.
 
-    Why the re-count: on PostgreSQL a row locked after a concurrent lease committed is not
-    re-evaluated (the lease does not update the task row), so the pick's count may be stale; the
-    next statement has a fresh snapshot and, holding the row lock, an exact count. On SQLite the
+    Why the re-count: on PostgreSQL the pick's count of live leases comes from the statement's
+    snapshot, which may predate a lease committed just before we got the row lock; the next
+    statement has a fresh snapshot and, holding the row lock, an exact count. On SQLite the
     ``BEGIN IMMEDIATE`` transaction already serialises writers.
+
+    The lease that takes a task's last free slot sets ``tasks.leased_until`` (the first expiry
+    among its live leases), so that later picks pass the full task without counting its leases.
+    The async PostgreSQL path (app/labeling/hot_path.py) follows the same protocol.
     """
     existing = db.scalar(_current_query(user, kind, Assignment.id))
     if existing is not None:
@@ -151,6 +171,7 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
         q = (
             select(Task.id, Task.kind, lease_q)
             .where(_eligible_tasks(user, kind))
+            .where(or_(Task.leased_until.is_(None), Task.leased_until <= now))
             .where(Task.submission_count + _live_count(Task.id, now) < Task.required_submissions)
             .order_by(Task.priority.desc(), Task.id)
             .limit(1)
@@ -166,12 +187,13 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
         tried.append(task_id)
         # The row is locked now; the next statement sees every lease committed before we got it.
         room = Task.required_submissions - Task.submission_count - _live_count(Task.id, now)
+        first_expiry = _first_expiry(Task.id, now)
         if task_kind == TaskKind.ranking:  # re-count and read the responses in one statement
-            rows = _task_content(db, task_id, room.label("room"))
-            left = rows[0].room if rows else 0
+            rows = _task_content(db, task_id, room.label("room"), first_expiry.label("first_expiry"))
+            left, first = (rows[0].room, rows[0].first_expiry) if rows else (0, None)
         else:
             rows = []
-            left = db.scalar(select(room).where(Task.id == task_id))
+            left, first = db.execute(select(room, first_expiry).where(Task.id == task_id)).one()
         if left <= 0:
             continue
         shown = None
@@ -185,6 +207,8 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
             {"task_id": task_id, "labeler_id": user.id, "status": AssignmentStatus.active, "leased_at": now,
              "expires_at": expires, "shown_order": shown},
         ).scalar_one()
+        full_until = (min(first, expires) if first is not None else expires) if left == 1 else None
+        db.execute(update(Task.__table__).where(Task.id == task_id).values(leased_until=full_until))
         if task_kind == TaskKind.ranking:
             prompt = (rows[0].prompt_id, rows[0].prompt_text) if rows else _prompt_of(db, task_id)
             by_id = {r.completion_id: r.text for r in rows}
@@ -192,7 +216,7 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
         else:
             prompt = _prompt_of(db, task_id)
             responses = None
-        return _view(aid, task_id, task_kind, AssignmentStatus.active, expires, prompt, responses)
+        return lease_wire(aid, task_id, task_kind, AssignmentStatus.active, expires, prompt, responses)
     return None
 
 
@@ -212,7 +236,8 @@ def _prompt_of(db: Session, task_id: int) -> tuple[int, str]:
     return tuple(db.execute(select(Prompt.id, Prompt.text).join(Task, Task.prompt_id == Prompt.id).where(Task.id == task_id)).one())
 
 
-def _view(aid, task_id, kind, status, expires_at, prompt, responses) -> dict:
+def lease_wire(aid, task_id, kind, status, expires_at, prompt, responses) -> dict:
+    """The wire view of an assignment: prompt, and for a ranking the responses in the order shown."""
     out = {
         "assignment_id": aid, "task_id": task_id, "kind": TaskKind(kind).value, "status": AssignmentStatus(status).value,
         "expires_at": expires_at.isoformat(), "prompt": {"id": prompt[0], "text": prompt[1]},
@@ -237,7 +262,34 @@ def lease_view(db: Session, assignment_id: int) -> dict:
     else:
         prompt = _prompt_of(db, a.task_id)
         responses = None
-    return _view(a.id, a.task_id, a.kind, a.status, a.expires_at, prompt, responses)
+    return lease_wire(a.id, a.task_id, a.kind, a.status, a.expires_at, prompt, responses)
+
+
+def tasks_leased_by_others(db: Session, user: User) -> int:
+    """Open tasks of open batches that other labelers hold a live lease on right now."""
+    now = utcnow()
+    live_other = select(Assignment.id).where(
+        Assignment.task_id == Task.id, Assignment.status == AssignmentStatus.active,
+        Assignment.expires_at > now, Assignment.labeler_id != user.id,
+    )
+    return db.scalar(
+        select(func.count()).select_from(Task).join(Batch, Batch.id == Task.batch_id)
+        .where(Task.status == TaskStatus.open, Batch.status == BatchStatus.open, exists(live_other))
+    )
+
+
+def no_work_message(busy: int, what: str = "tasks") -> str:
+    """Why "next task" found nothing: no work at all, or work that others hold right now."""
+    if not busy:
+        return f"No {what} are waiting for you right now."
+    return (f"No {what} are free right now: {busy} {'task is' if busy == 1 else 'tasks are'} being worked on "
+            "by other labelers and come back if their leases run out. Try again in a few minutes.")
+
+
+def next_or_why(db: Session, user: User, kind: TaskKind | None = None) -> tuple[dict | None, str]:
+    """``lease_next``, or None with the reason there is no work (for the API)."""
+    view = lease_next(db, user, kind)
+    return (view, "") if view is not None else (None, no_work_message(tasks_leased_by_others(db, user)))
 
 
 def next_assignment(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> Assignment | None:
@@ -274,7 +326,8 @@ def skip(db: Session, assignment_id: int, user: User, reason: str | SkipReason) 
         return assignment
     if assignment.status == AssignmentStatus.submitted:
         raise InvalidInput("This task is already submitted; it cannot be skipped.", field="reason")
-    lock_task(db, assignment.task_id)
+    task = lock_task(db, assignment.task_id)
+    task.leased_until = None  # the slot is free again
     assignment.status = AssignmentStatus.skipped
     assignment.skip_reason = reason
     assignment.finished_at = utcnow()
@@ -295,13 +348,10 @@ def check_room_to_submit(db: Session, task: Task, assignment: Assignment) -> Non
     """On a locked task: may this assignment still submit? A live lease always may (its slot was
     reserved); an expired one may if the task still needs a submission nobody else holds."""
     if assignment.status in (AssignmentStatus.skipped,):
-        raise Conflict("You skipped this task; it can no longer be submitted.")
+        raise Conflict(REFUSED_SKIPPED)
     if is_live(assignment):
         if task.submission_count < task.required_submissions:
             return
     elif task.submission_count + live_leases(db, task.id, exclude_assignment=assignment.id) < task.required_submissions:
         return
-    raise Conflict(
-        "Your lease on this task expired and other labelers have completed it meanwhile, so this "
-        "submission was not recorded. Take the next task."
-    )
+    raise Conflict(REFUSED_LATE)

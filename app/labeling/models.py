@@ -117,6 +117,10 @@ class Task(Base):
     status: Mapped[TaskStatus] = mapped_column(
         Enum(TaskStatus, name="task_status", native_enum=False, length=8), default=TaskStatus.open
     )
+    # Set by the lease that fills the task's last free slot: until then (the first of its live
+    # leases to expire) "next task" passes this row without counting its leases. A hint only:
+    # the exact count under the row lock decides, and NULL is always safe.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     items: Mapped[list[TaskItem]] = relationship(order_by="TaskItem.position", cascade="all, delete-orphan")

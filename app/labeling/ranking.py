@@ -27,6 +27,8 @@ from app.users.models import User
 
 MAX_TIME_S = 24 * 3600
 
+REFUSED_SAME_COMMENT = "You already submitted this exact comment on another task; write a comment for this one."
+
 
 @dataclass
 class RankingInput:
@@ -135,11 +137,11 @@ def submit_ranking(
     placed = validate(data, shown, settings)
     comment = strip_nul((data.comment or "").strip())
     if row.status == AssignmentStatus.skipped:
-        raise Conflict("You skipped this task; it can no longer be submitted.")
+        raise Conflict(engine.REFUSED_SKIPPED)
     if comment and db.scalar(
         select(r_t.c.id).where(r_t.c.labeler_id == user.id, r_t.c.comment == comment).limit(1)
     ):
-        raise Conflict("You already submitted this exact comment on another task; write a comment for this one.", field="comment")
+        raise Conflict(REFUSED_SAME_COMMENT, field="comment")
     now = utcnow()
     elapsed = (now - row.leased_at).total_seconds()
     spent = data.time_spent_s if data.time_spent_s is not None else elapsed
@@ -158,7 +160,7 @@ def submit_ranking(
         .values(status=AssignmentStatus.submitted, finished_at=now)
     ).rowcount
     if closed != 1:
-        raise Conflict("You skipped this task; it can no longer be submitted.")
+        raise Conflict(engine.REFUSED_SKIPPED)
     live = row.status == AssignmentStatus.active and row.expires_at > now
     guard = t_t.c.submission_count < t_t.c.required_submissions
     if not live:
@@ -175,10 +177,7 @@ def submit_ranking(
         )
     ).rowcount
     if counted != 1:
-        raise Conflict(
-            "Your lease on this task expired and other labelers have completed it meanwhile, so this "
-            "submission was not recorded. Take the next task."
-        )
+        raise Conflict(engine.REFUSED_LATE)
     position = {cid: i for i, cid in enumerate(shown)}
     entries = [
         {"ranking_id": ranking_id, "completion_id": cid, "bucket": bucket, "likert": data.likert.get(cid),
@@ -196,41 +195,41 @@ def submit_ranking(
         ])
     else:
         db.execute(insert(e_t), entries)
-    ratings = [
-        {"completion_id": e["completion_id"], "likert": e["likert"], "flags": sorted(flagged[e["completion_id"]])}
-        for e in sorted(entries, key=lambda e: (e["bucket"], e["shown_position"]))
-    ]
-    buckets: dict[int, list[int]] = {}
-    for e in sorted(entries, key=lambda e: (e["bucket"], e["shown_position"])):
-        buckets.setdefault(e["bucket"], []).append(e["completion_id"])
-    return {
-        "id": ranking_id, "assignment_id": assignment_id, "task_id": row.task_id,
-        "ranked": [buckets[b] for b in sorted(buckets)], "ratings": ratings,
-        "all_bad": all_bad, "comment": comment, "time_spent_s": spent,
-    }, True
+    return ranking_wire(ranking_id, assignment_id, row.task_id, all_bad, comment, spent, [
+        (e["completion_id"], e["bucket"], e["likert"], e["shown_position"], flagged[e["completion_id"]]) for e in entries
+    ]), True
 
 
 def _stored_view(db: Session, ranking_id: int) -> dict:
     return ranking_view(db.get(Ranking, ranking_id, populate_existing=True))
 
 
-def ranking_view(ranking: Ranking) -> dict:
-    """The wire form of a stored ranking (buckets best first)."""
+def ranking_wire(ranking_id, assignment_id, task_id, all_bad, comment, time_spent_s, entries) -> dict:
+    """The wire form of a ranking (buckets best first, ties in the order shown) from its entries:
+    (completion_id, bucket, likert, shown_position, flags) tuples in any order."""
     buckets: dict[int, list[int]] = {}
     ratings = []
-    for e in sorted(ranking.entries, key=lambda e: (e.bucket, e.shown_position or 0)):
-        buckets.setdefault(e.bucket, []).append(e.completion_id)
-        ratings.append({"completion_id": e.completion_id, "likert": e.likert, "flags": sorted(f.flag for f in e.flags)})
+    for cid, bucket, likert, position, flags in sorted(entries, key=lambda e: (e[1], e[3] or 0)):
+        buckets.setdefault(bucket, []).append(cid)
+        ratings.append({"completion_id": cid, "likert": likert, "flags": sorted(flags or [])})
     return {
-        "id": ranking.id,
-        "assignment_id": ranking.assignment_id,
-        "task_id": ranking.task_id,
+        "id": ranking_id,
+        "assignment_id": assignment_id,
+        "task_id": task_id,
         "ranked": [buckets[b] for b in sorted(buckets)],
         "ratings": ratings,
-        "all_bad": ranking.all_bad,
-        "comment": ranking.comment,
-        "time_spent_s": ranking.time_spent_s,
+        "all_bad": all_bad,
+        "comment": comment,
+        "time_spent_s": time_spent_s,
     }
+
+
+def ranking_view(ranking: Ranking) -> dict:
+    """The wire form of a stored ranking (buckets best first)."""
+    return ranking_wire(
+        ranking.id, ranking.assignment_id, ranking.task_id, ranking.all_bad, ranking.comment, ranking.time_spent_s,
+        [(e.completion_id, e.bucket, e.likert, e.shown_position, [f.flag for f in e.flags]) for e in ranking.entries],
+    )
 
 
 def assignment_for_ranking(db: Session, assignment: Assignment):

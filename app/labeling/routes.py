@@ -12,12 +12,15 @@ from collections.abc import AsyncIterator
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from app import asyncdb
 from app.audit import service as audit
-from app.deps import RequireRole, SessionDep, SettingsDep
+from app.db import unit_of_work, utcnow
+from app.deps import RequireRole, RequireRoleView, SessionDep, SettingsDep
 from app.errors import InvalidInput, NotFound
 from app.labeling import assignment as engine
-from app.labeling import batches, demonstrations, ranking
+from app.labeling import batches, demonstrations, hot_path, ranking
 from app.labeling.models import TaskKind
 from app.labeling.schemas import BatchIn, DemonstrationIn, DraftIn, NextIn, RankingIn, SkipIn
 from app.users.models import Role
@@ -55,8 +58,14 @@ async def db_slot(request: Request) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/api", tags=["labeling"], dependencies=[Depends(db_slot)])
+# The two requests every labeler sends all day: async, on the PostgreSQL pool when there is one
+# (app/labeling/hot_path.py), else the same sync services in one thread-pool hop. They hold no
+# connection across hops, so they need no admission limit.
+hot_router = APIRouter(prefix="/api", tags=["labeling"])
 Labeler = RequireRole(Role.labeler)
+LabelerView = RequireRoleView(Role.labeler)
 Admin = RequireRole(Role.admin)
+AdminView = RequireRoleView(Role.admin)
 
 
 def parse_kind(value: str | None) -> TaskKind | None:
@@ -72,12 +81,27 @@ def json_response(content, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
-@router.post("/labeling/next")
-def next_task(db: SessionDep, user: Labeler, body: NextIn | None = None):
-    """Lease the next task (or resume the live one). {"assignment": null} when no work is waiting."""
-    view = engine.lease_next(db, user, parse_kind(body.kind if body else None))
+def in_session(request: Request, work, *args, **kwargs):
+    """Run a sync service function in one unit of work, in one thread-pool hop."""
+    def run():
+        with unit_of_work(request.app.state.sessionmaker) as db:
+            return work(db, *args, **kwargs)
+
+    return run_in_threadpool(run)
+
+
+@hot_router.post("/labeling/next")
+async def next_task(request: Request, user: LabelerView, body: NextIn | None = None):
+    """Lease the next task (or resume the live one). {"assignment": null, "message": why} when
+    none is free."""
+    kind = parse_kind(body.kind if body else None)
+    pool = asyncdb.pool_for(request)
+    if pool is not None:
+        view, why = await hot_path.lease_next(pool, user, kind)
+    else:
+        view, why = await in_session(request, engine.next_or_why, user, kind)
     if view is None:
-        return json_response({"assignment": None, "message": "No work is waiting for you right now."})
+        return json_response({"assignment": None, "message": why})
     return json_response({"assignment": view})
 
 
@@ -86,8 +110,8 @@ def get_assignment(assignment_id: int, db: SessionDep, user: Labeler):
     return json_response(engine.lease_view(db, engine.get_assignment(db, assignment_id, user).id))
 
 
-@router.post("/labeling/assignments/{assignment_id}/ranking")
-def submit_ranking(assignment_id: int, body: RankingIn, request: Request, db: SessionDep, user: Labeler):
+@hot_router.post("/labeling/assignments/{assignment_id}/ranking")
+async def submit_ranking(assignment_id: int, body: RankingIn, request: Request, user: LabelerView):
     """Idempotent: 201 with the new ranking, or 200 with the one already recorded for this assignment."""
     data = ranking.RankingInput(
         ranked=body.ranked,
@@ -96,7 +120,11 @@ def submit_ranking(assignment_id: int, body: RankingIn, request: Request, db: Se
         all_bad=body.all_bad, comment=body.comment, time_spent_s=body.time_spent_s,
     )
     settings = request.app.state.settings
-    view, created = ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
+    pool = asyncdb.pool_for(request)
+    if pool is not None:
+        view, created = await hot_path.submit_ranking(pool, assignment_id, user, data, settings=settings)
+    else:
+        view, created = await in_session(request, ranking.submit_ranking, assignment_id, user, data, settings=settings)
     return json_response(view, status_code=201 if created else 200)
 
 
@@ -138,12 +166,23 @@ def create_batch(body: BatchIn, db: SessionDep, admin: Admin):
     return {"id": b.id, "name": b.name, "kind": b.kind.value}
 
 
-@router.post("/bench/ping", status_code=201)
-def bench_ping(request: Request, db: SessionDep, admin: Admin):
-    """The benchmark's baseline: one INSERT (an audit entry) and the request's COMMIT.
+PING_SQL = ("INSERT INTO audit_log (actor_id, action, target_type, detail, at) "
+            "VALUES (%s, 'bench.ping', 'bench', '', %s) RETURNING id")
+
+
+@hot_router.post("/bench/ping", status_code=201)
+async def bench_ping(request: Request, admin: AdminView):
+    """The benchmark's baseline: one INSERT (an audit entry) and its COMMIT, behind the same
+    token check and on the same path (async pool, or the sync session on SQLite) as the hot
+    labeling requests.
 
     Admin-only, and absent (404) in production mode: it exists to measure the server, nothing else."""
     if request.app.state.settings.mode == "production":
         raise NotFound("There is nothing at /api/bench/ping.")
-    entry = audit.record(db, admin.id, "bench.ping", "bench")
-    return Response(status_code=201, content=str(entry.id))
+    pool = asyncdb.pool_for(request)
+    if pool is not None:
+        async with pool.connection() as conn:
+            (entry_id,) = await (await conn.execute(PING_SQL, (admin.id, utcnow()))).fetchone()
+    else:
+        entry_id = (await in_session(request, audit.record, admin.id, "bench.ping", "bench")).id
+    return Response(status_code=201, content=str(entry_id))

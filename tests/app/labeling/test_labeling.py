@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.db import utcnow
 from app.labeling.models import Assignment, Demonstration, Draft, Ranking, RankingFlag, Task
-from tests.factories import PASSWORD, make_demonstration_batch, make_ranking_batch, make_user
+from tests.factories import PASSWORD, expire_lease, make_demonstration_batch, make_ranking_batch, make_user
 
 
 def signed_in(make_client, db, role="labeler", **kw):
@@ -127,9 +127,7 @@ def test_expired_lease_returns_the_task_and_late_submit_rules(make_client, db):
     c2, _ = signed_in(make_client, db)
     a1 = take(c1)
     assert c2.post("/api/labeling/next", json={"kind": "ranking"}).json()["assignment"] is None  # leased
-    row = db.get(Assignment, a1["assignment_id"])
-    row.expires_at = utcnow() - timedelta(minutes=1)
-    db.flush()
+    expire_lease(db, a1["assignment_id"])
     a2 = take(c2)  # back in the pool
     assert a2["task_id"] == a1["task_id"]
     late = c1.post(f"/api/labeling/assignments/{a1['assignment_id']}/ranking", json=full_ranking(a1))
@@ -141,8 +139,7 @@ def test_late_submit_is_accepted_while_the_task_still_needs_it(make_client, db):
     make_ranking_batch(db, k=4)
     c1, _ = signed_in(make_client, db)
     a1 = take(c1)
-    db.get(Assignment, a1["assignment_id"]).expires_at = utcnow() - timedelta(minutes=5)
-    db.flush()
+    expire_lease(db, a1["assignment_id"], minutes_ago=5)
     assert c1.post(f"/api/labeling/assignments/{a1['assignment_id']}/ranking", json=full_ranking(a1)).status_code == 201
 
 
