@@ -34,12 +34,12 @@ from app.users import pages as users_pages
 from app.users import routes as users_routes
 
 ROUTERS = [
+    labeling_routes.hot_router,  # first: matched first (routes are tried in order)
     users_routes.router,
     users_pages.router,
     audit_pages.router,
     prompts_routes.router,
     prompts_pages.router,
-    labeling_routes.hot_router,
     labeling_routes.router,
     labeling_pages.router,
     labeling_admin_pages.router,

@@ -77,6 +77,46 @@ def seed(url: str, labelers: int, tasks: int, k: int) -> tuple[list[str], str]:
     return tokens, admin_token
 
 
+def seed_history(conninfo: str, rankings: int, k: int) -> None:
+    """An earlier, finished round of labeling (closed batch: done tasks, submitted assignments,
+    rankings and their entries), written with COPY: what a database in use holds. Without it the
+    run starts from empty rankings/assignments tables, and PostgreSQL plans (and caches, per
+    connection) its foreign-key checks against them as sequential scans."""
+    now = "2026-11-01 10:00:00+00"
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+        labelers = [r[0] for r in cur.execute("SELECT id FROM users WHERE role = 'labeler' ORDER BY id")]
+        start = {t: cur.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {t}").fetchone()[0]
+                 for t in ("batches", "prompts", "completions", "tasks", "assignments", "rankings", "ranking_entries")}
+        batch = start["batches"]
+
+        def copy(table, columns, rows):
+            with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+
+        copy("batches", "id, name, kind, k, overlap_share, overlap_count, lease_minutes, priority, include_heldout, "
+             "status, source, created_at", [(batch, "history", "ranking", k, 0.0, 1, 30, 0, True, "closed", "app", now)])
+        n = range(rankings)
+        copy("prompts", "id, text, source, origin_user, split, category, content_hash, scrubbed, scrubbed_kinds, status, "
+             "created_at", ((start["prompts"] + i, f"Earlier prompt {i}", "imported", f"h{i % 500}", "train", "general",
+                             f"{i:064x}", False, "", "active", now) for i in n))
+        copy("completions", "id, prompt_id, text, model_name, content_hash, created_at",
+             ((start["completions"] + i * k + j, start["prompts"] + i, f"Earlier response {j} to {i}", f"m{j}",
+               f"{i * k + j:064x}", now) for i in n for j in range(k)))
+        copy("tasks", "id, batch_id, kind, prompt_id, required_submissions, submission_count, priority, status, created_at",
+             ((start["tasks"] + i, batch, "ranking", start["prompts"] + i, 1, 1, 0, "done", now) for i in n))
+        copy("assignments", "id, task_id, labeler_id, status, leased_at, expires_at, finished_at",
+             ((start["assignments"] + i, start["tasks"] + i, labelers[i % len(labelers)], "submitted", now, now, now) for i in n))
+        copy("rankings", "id, task_id, assignment_id, prompt_id, labeler_id, batch_id, all_bad, comment, time_spent_s, submitted_at",
+             ((start["rankings"] + i, start["tasks"] + i, start["assignments"] + i, start["prompts"] + i,
+               labelers[i % len(labelers)], batch, False, "", 30.0, now) for i in n))
+        copy("ranking_entries", "id, ranking_id, completion_id, bucket, likert, shown_position",
+             ((start["ranking_entries"] + i * k + j, start["rankings"] + i, start["completions"] + i * k + j, j, 4, j)
+              for i in n for j in range(k)))
+        for t in start:
+            cur.execute(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), (SELECT max(id) FROM {t}))")
+
+
 def pct(values, q):
     if not values:
         return float("nan")
@@ -268,6 +308,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="rlhf serve --workers")
     ap.add_argument("--tasks", type=int, default=8000)
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--history", type=int, default=20000, help="rankings of an earlier, finished round already in the database")
+    ap.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards (to inspect it)")
     args = ap.parse_args()
 
     from sqlalchemy.engine import make_url
@@ -283,7 +325,9 @@ def main() -> None:
         upgrade(url)
         print(f"seeding {args.labelers} labelers and {args.tasks} ranking tasks (K={args.k}) ...", flush=True)
         tokens, admin_token = seed(url, args.labelers, args.tasks, args.k)
-        with psycopg.connect(f"{conninfo.rsplit('dbname=', 1)[0]}dbname={name}", autocommit=True) as c:
+        db_conninfo = f"{conninfo.rsplit('dbname=', 1)[0]}dbname={name}"
+        seed_history(db_conninfo, args.history, args.k)
+        with psycopg.connect(db_conninfo, autocommit=True) as c:
             c.execute("ANALYZE")  # planner statistics, as a database in use has them
         port = free_port()
         env = {**os.environ, "RLHF_DATABASE_URL": url, "RLHF_SECRET_KEY": secrets.token_urlsafe(48),
@@ -323,8 +367,11 @@ def main() -> None:
             select(Ranking.task_id, Ranking.labeler_id).group_by(Ranking.task_id, Ranking.labeler_id)
             .having(func.count() > 1).subquery()))
     make_engine(url).dispose()
-    with psycopg.connect(conninfo, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if args.keep_db:
+        print(f"kept database {name}")
+    else:
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     created = counts.get(201, 0)
     rps = created / relapsed

@@ -142,10 +142,12 @@ def _first_expiry(task_id_col, now):
     )
 
 
-def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> dict | None:
+def lease_next(db: Session, user: User, kind: TaskKind | None = None) -> dict | None:
     """Lease the highest-priority task this labeler may do (or resume their live lease).
 
-    Returns the assignment's wire view (see ``lease_view``) or None if no work is waiting. Few,
+    Returns the assignment's wire view (see ``lease_view``) or None if no work is waiting.
+    On PostgreSQL this is one call to the database function ``rlhf_lease_next`` (see
+    app/labeling/pg_functions.py), which follows the same steps; in Python, for SQLite: few,
     short statements: the live-lease check, one ``SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED``
     that picks and locks ONE task with room (eligibility and capacity in SQL), one read of its
     prompt and responses that also re-counts its room, and the INSERT of the lease. Only the one task
@@ -158,13 +160,15 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
 
     The lease that takes a task's last free slot sets ``tasks.leased_until`` (the first expiry
     among its live leases), so that later picks pass the full task without counting its leases.
-    The async PostgreSQL path (app/labeling/hot_path.py) follows the same protocol.
     """
+    if db.get_bind().dialect.name == "postgresql":
+        from app.labeling import pg_functions
+
+        return pg_functions.lease_next(db, user, kind)[0]
     existing = db.scalar(_current_query(user, kind, Assignment.id))
     if existing is not None:
         return lease_view(db, existing)
     now = utcnow()
-    dialect = db.get_bind().dialect.name
     tried: list[int] = []
     for _attempt in range(6):
         lease_q = select(Batch.lease_minutes).where(Batch.id == Task.batch_id).scalar_subquery()
@@ -178,8 +182,6 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
         )
         if tried:
             q = q.where(Task.id.not_in(tried))
-        if dialect == "postgresql":
-            q = q.with_for_update(skip_locked=True, of=Task)
         row = db.execute(q).first()
         if row is None:
             return None
@@ -200,8 +202,7 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None, *, lease_m
         if task_kind == TaskKind.ranking:
             shown = [r.completion_id for r in rows]
             random.SystemRandom().shuffle(shown)  # a fresh order per labeler; recorded
-        minutes = lease_minutes or batch_minutes
-        expires = now + timedelta(minutes=minutes)
+        expires = now + timedelta(minutes=batch_minutes)
         aid = db.execute(
             insert(Assignment.__table__).returning(Assignment.__table__.c.id),
             {"task_id": task_id, "labeler_id": user.id, "status": AssignmentStatus.active, "leased_at": now,
@@ -265,17 +266,15 @@ def lease_view(db: Session, assignment_id: int) -> dict:
     return lease_wire(a.id, a.task_id, a.kind, a.status, a.expires_at, prompt, responses)
 
 
-def tasks_leased_by_others(db: Session, user: User) -> int:
-    """Open tasks of open batches that other labelers hold a live lease on right now."""
-    now = utcnow()
-    live_other = select(Assignment.id).where(
-        Assignment.task_id == Task.id, Assignment.status == AssignmentStatus.active,
-        Assignment.expires_at > now, Assignment.labeler_id != user.id,
-    )
-    return db.scalar(
+def tasks_held_full(db: Session, kind: TaskKind | None = None) -> int:
+    """Open tasks of open batches whose every free slot is leased right now (``leased_until``)."""
+    q = (
         select(func.count()).select_from(Task).join(Batch, Batch.id == Task.batch_id)
-        .where(Task.status == TaskStatus.open, Batch.status == BatchStatus.open, exists(live_other))
+        .where(Task.status == TaskStatus.open, Batch.status == BatchStatus.open, Task.leased_until > utcnow())
     )
+    if kind is not None:
+        q = q.where(Task.kind == kind)
+    return db.scalar(q)
 
 
 def no_work_message(busy: int, what: str = "tasks") -> str:
@@ -288,13 +287,17 @@ def no_work_message(busy: int, what: str = "tasks") -> str:
 
 def next_or_why(db: Session, user: User, kind: TaskKind | None = None) -> tuple[dict | None, str]:
     """``lease_next``, or None with the reason there is no work (for the API)."""
+    if db.get_bind().dialect.name == "postgresql":
+        from app.labeling import pg_functions
+
+        return pg_functions.lease_next(db, user, kind)
     view = lease_next(db, user, kind)
-    return (view, "") if view is not None else (None, no_work_message(tasks_leased_by_others(db, user)))
+    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, kind)))
 
 
-def next_assignment(db: Session, user: User, kind: TaskKind | None = None, *, lease_minutes: int | None = None) -> Assignment | None:
+def next_assignment(db: Session, user: User, kind: TaskKind | None = None) -> Assignment | None:
     """Lease the highest-priority task this labeler may do, or resume their live lease; None if no work."""
-    view = lease_next(db, user, kind, lease_minutes=lease_minutes)
+    view = lease_next(db, user, kind)
     return None if view is None else db.get(Assignment, view["assignment_id"])
 
 

@@ -202,7 +202,8 @@ class RankingEntry(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    ranking_id: Mapped[int] = mapped_column(ForeignKey("rankings.id", ondelete="CASCADE"), index=True)
+    # looked up through uq_ranking_entries_ranking_completion (ranking_id first): no index of its own
+    ranking_id: Mapped[int] = mapped_column(ForeignKey("rankings.id", ondelete="CASCADE"))
     completion_id: Mapped[int] = mapped_column(ForeignKey("completions.id", ondelete="CASCADE"), index=True)
     bucket: Mapped[int] = mapped_column(SmallInteger)
     likert: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)

@@ -43,6 +43,37 @@ class RankingInput:
     time_spent_s: float | None = None
 
 
+def shape_ok(data: RankingInput, settings: Settings) -> list[tuple[int, int]] | None:
+    """The (completion_id, bucket) pairs if everything ``validate`` checks, except that the ids
+    are exactly the responses shown, holds; else None (then ``validate`` says what is wrong).
+    Lets the PostgreSQL path check the ids in the database and read the order shown only to
+    word an error."""
+    if not isinstance(data.ranked, list) or not data.ranked:
+        return None
+    placed: list[tuple[int, int]] = []
+    for b, bucket in enumerate(data.ranked):
+        if not isinstance(bucket, list) or not bucket:
+            return None
+        for cid in bucket:
+            if not isinstance(cid, int) or isinstance(cid, bool):
+                return None
+            placed.append((cid, b))
+    ids = {cid for cid, _ in placed}
+    if len(ids) != len(placed) or not set(data.likert) <= ids or not set(data.flags) <= ids:
+        return None
+    for cid in ids:
+        value = data.likert.get(cid)
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7:
+            return None
+    if any(n not in FLAGS for names in data.flags.values() for n in names):
+        return None
+    if len(data.comment or "") > settings.max_comment_chars:
+        return None
+    if data.time_spent_s is not None and (not math.isfinite(data.time_spent_s) or data.time_spent_s < 0):
+        return None
+    return placed
+
+
 def validate(data: RankingInput, shown: list[int], settings: Settings) -> list[tuple[int, int]]:
     """Check a submission against the responses shown; return (completion_id, bucket) pairs.
 
@@ -110,7 +141,9 @@ def submit_ranking(
     """Record the ranking of an assignment; returns (its wire view, created).
 
     Idempotent: a repeated submit of the same assignment returns the ranking already stored
-    (created=False) instead of a second one. One transaction of short statements: read the
+    (created=False) instead of a second one. On PostgreSQL: one call to the database function
+    ``rlhf_submit_ranking`` (app/labeling/pg_functions.py), same rules. In Python (SQLite, where
+    ``BEGIN IMMEDIATE`` serialises writers), one transaction of short statements: read the
     assignment (with its task and any ranking already stored), INSERT the ranking (ON CONFLICT on
     the unique assignment_id DO NOTHING: a racing twin waits for the first and then returns its
     ranking), mark the assignment submitted unless it was skipped meanwhile (the row update
@@ -119,6 +152,10 @@ def submit_ranking(
     submission_count < required_submissions`` (PostgreSQL re-checks the guard on the newest row
     version), and bulk-insert the entries and flags. Any refusal raises, and the request's
     transaction rolls everything back."""
+    if db.get_bind().dialect.name == "postgresql":  # one call to rlhf_submit_ranking
+        from app.labeling import pg_functions
+
+        return pg_functions.submit_ranking(db, assignment_id, user, data, settings=settings)
     a_t, t_t, r_t = Assignment.__table__, Task.__table__, Ranking.__table__
     row = db.execute(
         select(a_t.c.labeler_id, a_t.c.status, a_t.c.expires_at, a_t.c.leased_at, a_t.c.shown_order, a_t.c.task_id,

@@ -20,7 +20,7 @@ from app.db import unit_of_work, utcnow
 from app.deps import RequireRole, RequireRoleView, SessionDep, SettingsDep
 from app.errors import InvalidInput, NotFound
 from app.labeling import assignment as engine
-from app.labeling import batches, demonstrations, hot_path, ranking
+from app.labeling import batches, demonstrations, pg_functions, ranking
 from app.labeling.models import TaskKind
 from app.labeling.schemas import BatchIn, DemonstrationIn, DraftIn, NextIn, RankingIn, SkipIn
 from app.users.models import Role
@@ -58,9 +58,9 @@ async def db_slot(request: Request) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/api", tags=["labeling"], dependencies=[Depends(db_slot)])
-# The two requests every labeler sends all day: async, on the PostgreSQL pool when there is one
-# (app/labeling/hot_path.py), else the same sync services in one thread-pool hop. They hold no
-# connection across hops, so they need no admission limit.
+# The two requests every labeler sends all day: async, one database call each on the PostgreSQL
+# pool when there is one (app/labeling/pg_functions.py), else the same sync services in one
+# thread-pool hop. They hold no connection across hops, so they need no admission limit.
 hot_router = APIRouter(prefix="/api", tags=["labeling"])
 Labeler = RequireRole(Role.labeler)
 LabelerView = RequireRoleView(Role.labeler)
@@ -97,7 +97,7 @@ async def next_task(request: Request, user: LabelerView, body: NextIn | None = N
     kind = parse_kind(body.kind if body else None)
     pool = asyncdb.pool_for(request)
     if pool is not None:
-        view, why = await hot_path.lease_next(pool, user, kind)
+        view, why = await pg_functions.lease_next_async(pool, user, kind)
     else:
         view, why = await in_session(request, engine.next_or_why, user, kind)
     if view is None:
@@ -122,7 +122,7 @@ async def submit_ranking(assignment_id: int, body: RankingIn, request: Request, 
     settings = request.app.state.settings
     pool = asyncdb.pool_for(request)
     if pool is not None:
-        view, created = await hot_path.submit_ranking(pool, assignment_id, user, data, settings=settings)
+        view, created = await pg_functions.submit_ranking_async(pool, assignment_id, user, data, settings=settings)
     else:
         view, created = await in_session(request, ranking.submit_ranking, assignment_id, user, data, settings=settings)
     return json_response(view, status_code=201 if created else 200)

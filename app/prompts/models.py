@@ -79,7 +79,8 @@ class Completion(Base):
     text: Mapped[str] = mapped_column(Text)
     model_name: Mapped[str | None] = mapped_column(String(200), index=True)
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
-    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    # indexed: "next task" never shows a labeler a response they wrote
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True)
     # Generation settings (temperature, max_new_tokens, seed ...): read back, never queried.
     settings: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     content_hash: Mapped[str] = mapped_column(String(64))

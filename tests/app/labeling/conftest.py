@@ -1,6 +1,6 @@
 """Labeling tests run twice on PostgreSQL: once through the sync services (everything inside the
 test's rolled-back transaction, like the rest of the suite) and once through the async hot path
-(app/labeling/hot_path.py) that serves "next task" and "submit ranking" in production. The hot
+(app/labeling/pg_functions.py) that serves "next task" and "submit ranking" in production. The hot
 path reads and writes through its own connections, so its variant works on a committed database
 of its own: the test's session commits before each request the test sends, and every table is
 emptied after the test. On SQLite only the sync variant runs (there is no hot path there).
@@ -27,10 +27,8 @@ def pytest_runtest_setup(item):
         pytest.skip("needs PostgreSQL: row locks with SKIP LOCKED under real concurrency (RLHF_TEST_DB=sqlite)")
 
 
-@pytest.fixture(params=["sync", "hot"])
+@pytest.fixture(params=["sync", "hot"] if backend() == "postgres" else ["sync"])
 def labeling_path(request) -> str:
-    if request.param == "hot" and backend() != "postgres":
-        pytest.skip("the async hot path runs on PostgreSQL only")
     return request.param
 
 
