@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = Field(20, description="Failed logins per client address in the window")
     login_window_s: int = Field(15 * 60, description="Window of the login rate limit")
     lease_minutes: int = Field(30, description="How long a labeler holds a task before it returns to the pool")
+    token_cache_s: float = Field(
+        5.0, description="The labeling API re-checks an API token at most this often per server process "
+        "(a revoked token stops working within this time); 0 checks on every request")
     max_prompt_chars: int = Field(20_000, description="Longest prompt accepted")
     max_demonstration_chars: int = Field(20_000, description="Longest demonstration accepted")
     max_comment_chars: int = Field(4_000, description="Longest comment accepted")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
@@ -54,6 +54,12 @@ ROUTERS = [
 async def lifespan(app: FastAPI):
     """Opens the async PostgreSQL pool of the labeling hot path for this event loop (one per
     server process; a test client runs its own loop)."""
+    # A server process allocates many short-lived objects per request: collect the young
+    # generation less often, and leave what start-up built out of every collection (measured:
+    # the collector took ~6% of a server process's CPU under the labeling load).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     if not (app.state.hot_path_enabled and asyncdb.is_postgres(app.state.settings.database_url)):
         yield
         return
@@ -87,7 +93,8 @@ def create_app(settings: Settings | None = None, *, engine=None, hot_path: bool 
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.hot_path_enabled = hot_path
-    app.state.hot_pools = weakref.WeakKeyDictionary()  # event loop -> pool, opened by the lifespan
+    app.state.hot_pools = {}  # event loop -> pool, opened and removed by the lifespan
+    app.state.checked_tokens = {}  # API tokens recently checked by the hot path (app/deps.py)
 
     app.add_middleware(
         SessionMiddleware,

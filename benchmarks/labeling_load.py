@@ -354,15 +354,18 @@ def main() -> None:
             server.terminate()
             server.wait(10)
 
-    from app.labeling.models import Ranking, Task
+    from app.labeling.models import Batch, Ranking, Task
 
     factory = make_sessionmaker(make_engine(url))
-    with unit_of_work(factory) as db:
-        rankings = db.scalar(select(func.count()).select_from(Ranking))
-        subs = db.scalar(select(func.coalesce(func.sum(Task.submission_count), 0)))
+    with unit_of_work(factory) as db:  # the benchmark's batch only (not the history)
+        bench = db.scalar(select(Batch.id).where(Batch.name == "bench"))
+        rankings = db.scalar(select(func.count()).select_from(Ranking).where(Ranking.batch_id == bench))
+        subs = db.scalar(select(func.coalesce(func.sum(Task.submission_count), 0)).where(Task.batch_id == bench))
         over = db.scalar(select(func.count()).select_from(Task).where(Task.submission_count > Task.required_submissions))
-        per_task = db.execute(select(Ranking.task_id, func.count()).group_by(Ranking.task_id)).all()
-        mismatched = sum(1 for tid, n in per_task if db.get(Task, tid).submission_count != n)
+        per_task = dict(db.execute(select(Ranking.task_id, func.count()).where(Ranking.batch_id == bench)
+                                   .group_by(Ranking.task_id)).all())
+        task_counts = dict(db.execute(select(Task.id, Task.submission_count).where(Task.batch_id == bench)).all())
+        mismatched = sum(1 for tid, n in task_counts.items() if per_task.get(tid, 0) != n)
         dup = db.scalar(select(func.count()).select_from(
             select(Ranking.task_id, Ranking.labeler_id).group_by(Ranking.task_id, Ranking.labeler_id)
             .having(func.count() > 1).subquery()))
