@@ -5,7 +5,11 @@ POST /api/labeling/next -> POST /api/labeling/assignments/{id}/ranking. The same
 then run against POST /api/bench/ping (one INSERT + COMMIT; admin-only, absent in production
 mode) on the same server, and the ratio is printed. Ends with an integrity check in the database.
 
-    python benchmarks/labeling_load.py --labelers 200 --seconds 15 --workers 2
+    python benchmarks/labeling_load.py --labelers 200 --seconds 10 --workers 2 --rate 500 650 1000
+
+Phases: labelers in a closed loop (each starts its next task as soon as the last is submitted:
+the server's capacity), labelers paced so that together they submit each --rate rankings/s (latency
+at that load, measured from when each task was due), and the ping baseline in a closed loop.
 """
 
 from __future__ import annotations
@@ -179,26 +183,44 @@ async def connect(host: str, port: int) -> HttpConnection:
 NEXT_BODY = orjson.dumps({"kind": "ranking"})
 
 
-async def labeler_loop(host, port, token, deadline, lat, counts):
+async def labeler_loop(host, port, token, deadline, phase, *, period=None, offset=0.0):
+    """One simulated labeler: next task -> submit ranking, until the deadline.
+
+    Closed loop (period None): the next cycle starts as soon as the last one ends. Paced: cycle k
+    is due at start + offset + k * period (a labeler's think time fills the rest); its "next"
+    latency counts from when it was due, so a server that falls behind shows it in the latency
+    (no coordinated omission)."""
     conn = await connect(host, port)
+    lat, counts = phase["lat"], phase["counts"]
+    start = time.perf_counter()
+    due = start + offset
     try:
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
+        while True:
+            if period is not None:
+                now = time.perf_counter()
+                if now < due:
+                    await asyncio.sleep(due - now)
+                else:
+                    counts["late starts"] = counts.get("late starts", 0) + 1
+            if time.perf_counter() >= deadline:
+                break
+            t0 = due if period is not None else time.perf_counter()
+            due += period or 0
             status, raw = await conn.post("/api/labeling/next", token, NEXT_BODY)
             lat["next"].append(time.perf_counter() - t0)
             a = orjson.loads(raw).get("assignment") if status == 200 else None
             if a is None:
-                counts["empty"] += 1
+                counts["empty"] = counts.get("empty", 0) + 1
                 if status != 200:
                     counts[f"next {status}"] = counts.get(f"next {status}", 0) + 1
                 await asyncio.sleep(0.05)
                 continue
             ids = [x["completion_id"] for x in a["responses"]]
             body = orjson.dumps({"ranked": [[i] for i in ids], "ratings": [{"completion_id": i, "likert": 4} for i in ids]})
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             status, _ = await conn.post(f"/api/labeling/assignments/{a['assignment_id']}/ranking", token, body)
-            lat["submit"].append(time.perf_counter() - t0)
-            lat["loop"].append(lat["next"][-1] + lat["submit"][-1])
+            lat["submit"].append(time.perf_counter() - t1)
+            lat["loop"].append(time.perf_counter() - t0)
             counts[status] = counts.get(status, 0) + 1
     except ConnectionError:
         counts["transport_error"] = counts.get("transport_error", 0) + 1
@@ -282,33 +304,53 @@ class CpuMeter:
         return {"wall": wall, "loadgen": used[0], "server": used[1], "postgres": used[2], "machine": used[3]}
 
 
-async def run(host, port, tokens, admin_token, seconds, server_pid):
+def new_phase(name: str) -> dict:
+    return {"name": name, "lat": {"next": [], "submit": [], "loop": []}, "counts": {}}
+
+
+async def run(host, port, tokens, admin_token, seconds, server_pid, rates):
+    """Phases at the same concurrency: labelers in a closed loop (the server's capacity), labelers
+    paced at each of ``rates`` rankings/s in all (latency at that load), and the trivial ping."""
     meter = CpuMeter(server_pid)
-    lat = {"next": [], "submit": [], "loop": []}
-    counts: dict = {"empty": 0}
+    phases = []
+    closed = new_phase("labeling, closed loop")
     meter.start()
     start = time.perf_counter()
-    await asyncio.gather(*(labeler_loop(host, port, t, start + seconds, lat, counts) for t in tokens))
-    rank_elapsed = time.perf_counter() - start
-    rank_cpu = meter.stop()
-    plat: list[float] = []
-    pcounts: dict = {}
+    await asyncio.gather(*(labeler_loop(host, port, t, start + seconds, closed) for t in tokens))
+    closed["elapsed"], closed["cpu"] = time.perf_counter() - start, meter.stop()
+    phases.append(closed)
+    for r in rates:
+        paced = new_phase(f"labeling, paced at {r:g}/s")
+        period = len(tokens) / r  # each labeler's cycle
+        meter.start()
+        start = time.perf_counter()
+        await asyncio.gather(*(labeler_loop(host, port, t, start + seconds, paced, period=period,
+                                            offset=period * i / len(tokens)) for i, t in enumerate(tokens)))
+        paced["elapsed"], paced["cpu"] = time.perf_counter() - start, meter.stop()
+        phases.append(paced)
+    ping = new_phase("ping, closed loop")
     meter.start()
     start = time.perf_counter()
-    await asyncio.gather(*(ping_loop(host, port, admin_token, start + seconds, plat, pcounts) for _ in tokens))
-    ping_elapsed = time.perf_counter() - start
-    ping_cpu = meter.stop()
-    return lat, counts, rank_elapsed, plat, pcounts, ping_elapsed, rank_cpu, ping_cpu
+    await asyncio.gather(*(ping_loop(host, port, admin_token, start + seconds, ping["lat"]["next"], ping["counts"])
+                           for _ in tokens))
+    ping["elapsed"], ping["cpu"] = time.perf_counter() - start, meter.stop()
+    phases.append(ping)
+    return phases
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labelers", type=int, default=200)
-    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--seconds", type=float, default=10, help="length of each phase")
     ap.add_argument("--workers", type=int, default=2, help="rlhf serve --workers")
-    ap.add_argument("--tasks", type=int, default=8000)
+    ap.add_argument("--tasks", type=int, default=32000, help="ranking tasks to label (enough for every phase)")
+    ap.add_argument("--rate", type=float, nargs="*", default=[500, 650, 1000],
+                    help="one paced phase per value: rankings/s of all labelers together (none: skip)")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--history", type=int, default=20000, help="rankings of an earlier, finished round already in the database")
+    ap.add_argument("--pg-socket", metavar="DIR", default=None,
+                    help="the server reaches PostgreSQL through its Unix socket in DIR (e.g. /var/run/postgresql) "
+                         "instead of TCP, as a server on the database's host would")
     ap.add_argument("--keep-db", action="store_true", help="keep the benchmark database afterwards (to inspect it)")
     args = ap.parse_args()
 
@@ -330,7 +372,11 @@ def main() -> None:
         with psycopg.connect(db_conninfo, autocommit=True) as c:
             c.execute("ANALYZE")  # planner statistics, as a database in use has them
         port = free_port()
-        env = {**os.environ, "RLHF_DATABASE_URL": url, "RLHF_SECRET_KEY": secrets.token_urlsafe(48),
+        server_url = url
+        if args.pg_socket:
+            server_url = make_url(url).set(host=None, port=None, query={"host": args.pg_socket}).render_as_string(
+                hide_password=False)
+        env = {**os.environ, "RLHF_DATABASE_URL": server_url, "RLHF_SECRET_KEY": secrets.token_urlsafe(48),
                "RLHF_MODE": "demo", "RLHF_PORT": str(port)}
         server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--workers", str(args.workers)], env=env)
         base = f"http://127.0.0.1:{port}"
@@ -347,8 +393,7 @@ def main() -> None:
             runner = uvloop.run
         except ImportError:
             pass
-        lat, counts, relapsed, plat, pcounts, pelapsed, rank_cpu, ping_cpu = runner(
-            run("127.0.0.1", port, tokens, admin_token, args.seconds, server.pid))
+        phases = runner(run("127.0.0.1", port, tokens, admin_token, args.seconds, server.pid, args.rate))
     finally:
         if server is not None:
             server.terminate()
@@ -376,28 +421,34 @@ def main() -> None:
         with psycopg.connect(conninfo, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    created = counts.get(201, 0)
-    rps = created / relapsed
-    ping_ok = pcounts.get(201, 0)
-    ping_rps = ping_ok / pelapsed
-    loop = lat["loop"]
+    labeling, ping = phases[:-1], phases[-1]
+    created = sum(p["counts"].get(201, 0) for p in labeling)
     print(f"\nlabeling load: {args.labelers} concurrent labelers, {args.seconds:.0f} s per phase, "
-          f"rlhf serve --workers {args.workers}, {os.cpu_count()} CPUs, PostgreSQL")
-    print(f"{'endpoint':<28}{'ok/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'requests':>10}")
-    for label, values, ok_s in [
-        ("POST /api/labeling/next", lat["next"], len(lat["next"]) / relapsed),
-        ("POST .../ranking (submit)", lat["submit"], rps),
-        ("next + submit (one task)", loop, rps),
-        ("POST /api/bench/ping", plat, ping_rps),
-    ]:
-        print(f"{label:<28}{ok_s:>10.1f}{pct(values, .5):>10.1f}{pct(values, .95):>10.1f}{pct(values, .99):>10.1f}{len(values):>10}")
-    print(f"\nsubmitted rankings/s: {rps:.1f}   trivial INSERT+COMMIT/s: {ping_rps:.1f}   ratio: {rps / ping_rps:.3f}")
-    print(f"submit status codes: { {k: v for k, v in counts.items() if k != 'empty'} }   empty next: {counts['empty']}")
+          f"rlhf serve --workers {args.workers}, {os.cpu_count()} CPUs, PostgreSQL over "
+          f"{'its Unix socket' if args.pg_socket else 'TCP'}, K={args.k}, {args.history} earlier rankings")
+    print(f"{'phase':<28}{'request':<22}{'ok/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}")
+    for p in labeling:
+        rps = p["counts"].get(201, 0) / p["elapsed"]
+        for label, values in (("next", p["lat"]["next"]), ("submit ranking", p["lat"]["submit"]),
+                              ("next + submit", p["lat"]["loop"])):
+            ok_s = len(values) / p["elapsed"] if label == "next" else rps
+            print(f"{p['name']:<28}{label:<22}{ok_s:>9.1f}{pct(values, .5):>9.1f}{pct(values, .95):>9.1f}"
+                  f"{pct(values, .99):>9.1f}{len(values):>10}")
+    ping_rps = ping["counts"].get(201, 0) / ping["elapsed"]
+    values = ping["lat"]["next"]
+    print(f"{ping['name']:<28}{'ping (INSERT+COMMIT)':<22}{ping_rps:>9.1f}{pct(values, .5):>9.1f}"
+          f"{pct(values, .95):>9.1f}{pct(values, .99):>9.1f}{len(values):>10}")
+    closed_rps = labeling[0]["counts"].get(201, 0) / labeling[0]["elapsed"]
+    print(f"\nclosed loop: submitted rankings/s {closed_rps:.1f}, trivial INSERT+COMMIT/s {ping_rps:.1f}, "
+          f"ratio {closed_rps / ping_rps:.3f}")
+    for p in labeling:
+        print(f"{p['name']}: status codes {p['counts']}")
     print("\nCPU seconds per second of wall time (2.0 = both cores busy):")
-    print(f"{'phase':<12}{'load gen':>10}{'server':>10}{'postgres':>10}{'machine':>10}")
-    for label, c in (("labeling", rank_cpu), ("ping", ping_cpu)):
-        w = c["wall"]
-        print(f"{label:<12}{c['loadgen'] / w:>10.2f}{c['server'] / w:>10.2f}{c['postgres'] / w:>10.2f}{c['machine'] / w:>10.2f}")
+    print(f"{'phase':<28}{'load gen':>10}{'server':>10}{'postgres':>10}{'machine':>10}")
+    for p in phases:
+        c, w = p["cpu"], p["cpu"]["wall"]
+        print(f"{p['name']:<28}{c['loadgen'] / w:>10.2f}{c['server'] / w:>10.2f}{c['postgres'] / w:>10.2f}"
+              f"{c['machine'] / w:>10.2f}")
     ok = rankings == created == subs and over == 0 and mismatched == 0 and dup == 0
     print(f"integrity: rankings in db {rankings}, accepted submits {created}, task submission counts {subs}, "
           f"over overlap {over}, count mismatches {mismatched}, duplicates {dup} -> {'OK' if ok else 'FAILED'}")
