@@ -292,7 +292,8 @@ def next_or_why(db: Session, user: User, kind: TaskKind | None = None) -> tuple[
 
         return pg_functions.lease_next(db, user, kind)
     view = lease_next(db, user, kind)
-    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, kind)))
+    what = {TaskKind.ranking: "ranking tasks", TaskKind.demonstration: "demonstrations"}.get(kind, "tasks")
+    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, kind), what))
 
 
 def next_assignment(db: Session, user: User, kind: TaskKind | None = None) -> Assignment | None:

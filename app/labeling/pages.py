@@ -48,13 +48,12 @@ Form_ = Annotated[FormData, Depends(form_data)]
 @router.post("/labeling/next")
 def next_task(request: Request, db: SessionDep, user: Labeler, kind: Annotated[str, Form()] = ""):
     try:
-        a = engine.next_assignment(db, user, parse_kind(kind))
+        view, why = engine.next_or_why(db, user, parse_kind(kind))
     except AppError as exc:
         return render(request, "labeling/no_work.html", {"message": exc.message}, status_code=exc.status_code)
-    if a is None:
-        what = {"ranking": "ranking tasks", "demonstration": "demonstrations"}.get(kind, "tasks")
-        return render(request, "labeling/no_work.html", {"message": f"No {what} are waiting for you right now."})
-    return RedirectResponse(f"/labeling/assignments/{a.id}", status_code=303)
+    if view is None:
+        return render(request, "labeling/no_work.html", {"message": why})
+    return RedirectResponse(f"/labeling/assignments/{view['assignment_id']}", status_code=303)
 
 
 def _ranking_page(request, db, settings, a: Assignment, *, form: dict | None = None, error=None, status_code=200):

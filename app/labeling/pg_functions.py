@@ -55,11 +55,12 @@ def lease_params(user, kind: TaskKind | None) -> dict:
             "kind": kind.value if kind else None, "now": utcnow()}
 
 
-def lease_result(row) -> tuple[dict | None, str]:
+def lease_result(row, wanted: TaskKind | None) -> tuple[dict | None, str]:
     """(wire view, "") for a lease, or (None, why there is no work)."""
     aid, task_id, kind, status, expires, shown, prompt_id, prompt_text, cids, texts, busy = row
     if aid is None:
-        return None, engine.no_work_message(busy)
+        what = {TaskKind.ranking: "ranking tasks", TaskKind.demonstration: "demonstrations"}.get(wanted, "tasks")
+        return None, engine.no_work_message(busy, what)
     responses = None
     if kind == TaskKind.ranking:
         by_id = dict(zip(cids or [], texts or []))
@@ -68,12 +69,12 @@ def lease_result(row) -> tuple[dict | None, str]:
 
 
 def lease_next(db: Session, user, kind: TaskKind | None) -> tuple[dict | None, str]:
-    return lease_result(db.execute(_sa(LEASE_SQL), lease_params(user, kind)).one())
+    return lease_result(db.execute(_sa(LEASE_SQL), lease_params(user, kind)).one(), kind)
 
 
 async def lease_next_async(pool, user, kind: TaskKind | None) -> tuple[dict | None, str]:
     async with pool.connection() as conn:
-        return lease_result(await (await conn.execute(LEASE_SQL, lease_params(user, kind))).fetchone())
+        return lease_result(await (await conn.execute(LEASE_SQL, lease_params(user, kind))).fetchone(), kind)
 
 
 # --- submit ranking ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from tests.db_setup import backend, fresh_database
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("postgres_only") and backend() != "postgres":
-        pytest.skip("needs PostgreSQL: row locks with SKIP LOCKED under real concurrency (RLHF_TEST_DB=sqlite)")
+        pytest.skip("needs PostgreSQL (row locks under real concurrency, the async hot path); this run uses SQLite")
 
 
 @pytest.fixture(params=["sync", "hot"] if backend() == "postgres" else ["sync"])

@@ -78,3 +78,79 @@ def test_racing_labelers_never_overshoot_lose_or_double_count(tmp_path):
             pairs = db.execute(select(Ranking.task_id, Ranking.labeler_id)).all()
             assert len(pairs) == len(set(pairs)) == required == len(accepted)
         eng.dispose()
+
+
+@pytest.mark.postgres_only
+def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
+    """The same race through the real server: uvicorn with the async pool, 30 labelers' clients
+    at once, each submit sent twice at the same moment (a double click)."""
+    import asyncio
+    import socket
+
+    import httpx
+    import uvicorn
+
+    from app.labeling.models import Assignment
+    from app.main import create_app
+    from app.users import service as users
+
+    with fresh_database(tmp_path, "race_http") as url:
+        upgrade(url)
+        eng = make_engine(url)
+        factory = make_sessionmaker(eng)
+        with unit_of_work(factory) as db:
+            make_ranking_batch(db, tasks=40, k=4, overlap_share=0.25, overlap_count=3)
+            tokens = [users.create_token(db, make_user(db, "labeler"), "race")[1] for _ in range(30)]
+            required = sum(db.scalars(select(Task.required_submissions)))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        app = create_app(Settings(mode="test", database_url=url, secret_key="x" * 40))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert app.state.hot_pools, "the server did not open its hot-path pool"
+        created: list[int] = []
+        statuses: list[int] = []
+
+        async def labeler(token: str) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as c:
+                idle = 0
+                while idle < 20:
+                    a = (await c.post("/api/labeling/next", json={"kind": "ranking"})).json()["assignment"]
+                    if a is None:  # the rest is leased by others right now, or all done
+                        idle += 1
+                        await asyncio.sleep(0.05)
+                        continue
+                    idle = 0
+                    ids = [r["completion_id"] for r in a["responses"]]
+                    body = {"ranked": [[i] for i in ids], "ratings": [{"completion_id": i, "likert": 3} for i in ids]}
+                    url_ = f"/api/labeling/assignments/{a['assignment_id']}/ranking"
+                    twins = await asyncio.gather(c.post(url_, json=body), c.post(url_, json=body))
+                    statuses.extend(r.status_code for r in twins)
+                    assert len({r.json()["id"] for r in twins}) == 1  # both answers name the same ranking
+                    created.extend(r.json()["id"] for r in twins if r.status_code == 201)
+
+        async def everyone() -> None:
+            await asyncio.gather(*(labeler(t) for t in tokens))
+
+        try:
+            asyncio.run(everyone())
+        finally:
+            server.should_exit = True
+            thread.join(10)
+        assert sorted(set(statuses)) == [200, 201]  # each twin pair: one created, one repeat
+        with unit_of_work(factory) as db:
+            tasks = db.scalars(select(Task)).all()
+            assert all(t.submission_count == t.required_submissions for t in tasks)  # none lost, none over
+            per_task = dict(db.execute(select(Ranking.task_id, func.count()).group_by(Ranking.task_id)).all())
+            assert all(per_task[t.id] == t.submission_count for t in tasks)  # none double-counted
+            pairs = db.execute(select(Ranking.task_id, Ranking.labeler_id)).all()
+            assert len(pairs) == len(set(pairs)) == required == len(created) == len(set(created))
+            assert db.scalar(select(func.count()).select_from(Assignment).where(Assignment.status == "active")) == 0
+        eng.dispose()
