@@ -49,8 +49,79 @@ def make_pool(database_url: str, size: int = POOL_SIZE) -> AsyncConnectionPool:
     )
 
 
-def pool_for(request):
-    """This event loop's pool, or None (SQLite, tests inside a rolled-back transaction)."""
+class CallBatcher:
+    """Merges concurrent calls of one database function into one statement.
+
+    A call waits only while another batch of the same function is on its way: when fewer than
+    ``max_flushes`` batches are running, a call goes out at once (alone, on a quiet server);
+    under load, what queued meanwhile goes out together, up to ``max_batch`` calls in one
+    statement and one transaction. That saves a round trip, a commit and most of the per-call
+    work on both sides. If a batch fails as a whole, its calls are retried one by one, so that
+    each gets its own answer or error.
+
+    ``run_many(conn, items) -> results`` (one per item, in order) and ``run_one(conn, item) ->
+    result`` do the database work.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, run_many, run_one, *, max_batch: int = 32, max_flushes: int = 4):
+        self.pool, self.run_many, self.run_one = pool, run_many, run_one
+        self.max_batch, self.max_flushes = max_batch, max_flushes
+        self.pending: list[tuple[object, asyncio.Future]] = []
+        self.flushing = 0
+        self.tasks: set[asyncio.Task] = set()
+
+    async def call(self, item):
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if self.flushing < self.max_flushes:
+            self.flushing += 1
+            task = asyncio.create_task(self._flush())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
+                try:
+                    async with self.pool.connection() as conn:
+                        results = await self.run_many(conn, [item for item, _ in batch])
+                    outcomes = [(future, result, None) for (_, future), result in zip(batch, results, strict=True)]
+                except Exception:  # noqa: BLE001 - each call gets its own answer below
+                    outcomes = []
+                    for item, future in batch:
+                        try:
+                            async with self.pool.connection() as conn:
+                                outcomes.append((future, await self.run_one(conn, item), None))
+                        except Exception as exc:  # noqa: BLE001 - handed to the caller
+                            outcomes.append((future, None, exc))
+                for future, result, error in outcomes:
+                    if not future.done():  # the caller may have gone (client disconnected)
+                        if error is None:
+                            future.set_result(result)
+                        else:
+                            future.set_exception(error)
+        finally:
+            self.flushing -= 1
+
+
+class HotDatabase:
+    """One server process's pool and the batchers of the labeling hot path."""
+
+    def __init__(self, pool: AsyncConnectionPool):
+        from app.labeling import pg_functions
+
+        self.pool = pool
+        self.leases = CallBatcher(pool, pg_functions.lease_many, pg_functions.lease_one)
+        self.submits = CallBatcher(pool, pg_functions.submit_many, pg_functions.submit_one)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+def hot_database(request) -> HotDatabase | None:
+    """This event loop's hot-path database, or None (SQLite, tests inside a rolled-back transaction)."""
     pools = request.app.state.hot_pools
     return pools.get(asyncio.get_running_loop()) if pools else None
 

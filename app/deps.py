@@ -195,13 +195,13 @@ def _sync_user(request: Request) -> UserView | None:
 
 def RequireRoleView(*roles: Role):  # noqa: N802 - reads as a type in signatures
     """Like ``RequireRole``, for the labeling hot path: a ``UserView`` loaded by one async query
-    when the app has its PostgreSQL pool (``asyncdb.pool_for``), else through the sync
+    when the app has its PostgreSQL pool (``asyncdb.hot_database``), else through the sync
     session in one thread-pool hop. 401 when not signed in, 403 for another role."""
     allowed = frozenset(roles)
 
     async def require(request: Request) -> UserView:
-        pool = asyncdb.pool_for(request)
-        user = await (_hot_path_user(request, pool) if pool is not None else run_in_threadpool(_sync_user, request))
+        hot = asyncdb.hot_database(request)
+        user = await (_hot_path_user(request, hot.pool) if hot is not None else run_in_threadpool(_sync_user, request))
         if user is None:
             raise NotAuthenticated("Sign in to continue.")
         request.state.user_view = user

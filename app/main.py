@@ -66,12 +66,11 @@ async def lifespan(app: FastAPI):
     pool = asyncdb.make_pool(app.state.settings.database_url)
     await pool.open(wait=True)
     loop = asyncio.get_running_loop()
-    app.state.hot_pools[loop] = pool
+    app.state.hot_pools[loop] = asyncdb.HotDatabase(pool)
     try:
         yield
     finally:
-        app.state.hot_pools.pop(loop, None)
-        await pool.close()
+        await app.state.hot_pools.pop(loop).close()
 
 
 def create_app(settings: Settings | None = None, *, engine=None, hot_path: bool = True) -> FastAPI:
@@ -93,7 +92,7 @@ def create_app(settings: Settings | None = None, *, engine=None, hot_path: bool 
     app.state.engine = engine or make_engine(settings.database_url)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.hot_path_enabled = hot_path
-    app.state.hot_pools = {}  # event loop -> pool, opened and removed by the lifespan
+    app.state.hot_pools = {}  # event loop -> asyncdb.HotDatabase, opened and removed by the lifespan
     app.state.checked_tokens = {}  # API tokens recently checked by the hot path (app/deps.py)
 
     app.add_middleware(

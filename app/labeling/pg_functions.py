@@ -15,6 +15,7 @@ the same tests. Shape checks, refusal messages and wire views are shared with th
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -34,6 +35,10 @@ SUBMIT_SQL = (
     "CAST(%(cids)s AS integer[]), CAST(%(buckets)s AS integer[]), CAST(%(likerts)s AS integer[]), "
     "CAST(%(flag_cids)s AS integer[]), CAST(%(flag_names)s AS varchar[]))"
 )
+LEASE_MANY_SQL = ("SELECT * FROM rlhf_lease_next_many(CAST(%s AS integer[]), CAST(%s AS boolean[]), "
+                  "CAST(%s AS varchar[]), CAST(%s AS timestamptz)) ORDER BY i")
+SUBMIT_MANY_SQL = ("SELECT * FROM rlhf_submit_ranking_many(CAST(%s AS json), CAST(%s AS timestamptz), "
+                   "CAST(%s AS float8)) ORDER BY i")
 # Only for a refused or repeated submit: what validation and the stored answer need.
 SHOWN_SQL = """SELECT a.labeler_id, a.shown_order, t.kind, r.id FROM assignments a JOIN tasks t ON t.id = a.task_id
 LEFT JOIN rankings r ON r.assignment_id = a.id WHERE a.id = %s"""
@@ -72,9 +77,23 @@ def lease_next(db: Session, user, kind: TaskKind | None) -> tuple[dict | None, s
     return lease_result(db.execute(_sa(LEASE_SQL), lease_params(user, kind)).one(), kind)
 
 
-async def lease_next_async(pool, user, kind: TaskKind | None) -> tuple[dict | None, str]:
-    async with pool.connection() as conn:
-        return lease_result(await (await conn.execute(LEASE_SQL, lease_params(user, kind))).fetchone(), kind)
+async def lease_one(conn, params: dict):
+    return await (await conn.execute(LEASE_SQL, params)).fetchone()
+
+
+async def lease_many(conn, items: list[dict]) -> list:
+    """Several labelers' "next" in one call (asyncdb.CallBatcher); rows in the order of items."""
+    if len(items) == 1:
+        return [await lease_one(conn, items[0])]
+    rows = await (await conn.execute(LEASE_MANY_SQL, (
+        [p["uid"] for p in items], [p["heldout"] for p in items], [p["kind"] for p in items], utcnow(),
+    ))).fetchall()
+    return [row[1:] for row in rows]
+
+
+async def lease_next_async(hot, user, kind: TaskKind | None) -> tuple[dict | None, str]:
+    """lease_next on the hot path: batched with the other labelers' calls of this moment."""
+    return lease_result(await hot.leases.call(lease_params(user, kind)), kind)
 
 
 # --- submit ranking ---------------------------------------------------------------------------
@@ -147,20 +166,34 @@ def submit_ranking(db: Session, assignment_id: int, user, data: ranking.RankingI
     explain_invalid(shown, assignment_id, user, data, settings)
 
 
-async def submit_ranking_async(pool, assignment_id: int, user, data: ranking.RankingInput, *,
+async def submit_one(conn, params: dict):
+    return await (await conn.execute(SUBMIT_SQL, params)).fetchone()
+
+
+async def submit_many(conn, items: list[dict]) -> list:
+    """Several submits in one call (asyncdb.CallBatcher); rows in the order of items."""
+    if len(items) == 1:
+        return [await submit_one(conn, items[0])]
+    keys = ("aid", "uid", "all_bad", "comment", "spent", "cids", "buckets", "likerts", "flag_cids", "flag_names")
+    batch = orjson.dumps([{k: p[k] for k in keys} for p in items]).decode()
+    rows = await (await conn.execute(SUBMIT_MANY_SQL, (batch, utcnow(), float(ranking.MAX_TIME_S)))).fetchall()
+    return [row[1:] for row in rows]
+
+
+async def submit_ranking_async(hot, assignment_id: int, user, data: ranking.RankingInput, *,
                                settings: Settings) -> tuple[dict, bool]:
-    """The same, on the async pool (the API's hot path)."""
+    """The same on the hot path: the submit is batched with the other labelers' of this moment."""
     placed = ranking.shape_ok(data, settings)
-    async with pool.connection() as conn:
-        if placed is not None:
-            params = submit_params(assignment_id, user, data, placed, settings)
-            row = await (await conn.execute(SUBMIT_SQL, params)).fetchone()
-            if row[0] == "created":
-                return created_view(params, row), True
-            if row[0] == "stored":
-                return stored_view(await (await conn.execute(STORED_SQL, (assignment_id,))).fetchall(), assignment_id), False
-            if row[0] != "invalid":
-                raise refusal(row[0], assignment_id)
+    if placed is not None:
+        params = submit_params(assignment_id, user, data, placed, settings)
+        row = await hot.submits.call(params)
+        if row[0] == "created":
+            return created_view(params, row), True
+        if row[0] != "stored" and row[0] != "invalid":
+            raise refusal(row[0], assignment_id)
+    async with hot.pool.connection() as conn:
+        if placed is not None and row[0] == "stored":
+            return stored_view(await (await conn.execute(STORED_SQL, (assignment_id,))).fetchall(), assignment_id), False
         shown = await (await conn.execute(SHOWN_SQL, (assignment_id,))).fetchone()
         if shown is not None and shown[0] == user.id and shown[3] is not None:
             return stored_view(await (await conn.execute(STORED_SQL, (assignment_id,))).fetchall(), assignment_id), False

@@ -95,9 +95,9 @@ async def next_task(request: Request, user: LabelerView, body: NextIn | None = N
     """Lease the next task (or resume the live one). {"assignment": null, "message": why} when
     none is free."""
     kind = parse_kind(body.kind if body else None)
-    pool = asyncdb.pool_for(request)
-    if pool is not None:
-        view, why = await pg_functions.lease_next_async(pool, user, kind)
+    hot = asyncdb.hot_database(request)
+    if hot is not None:
+        view, why = await pg_functions.lease_next_async(hot, user, kind)
     else:
         view, why = await in_session(request, engine.next_or_why, user, kind)
     if view is None:
@@ -120,9 +120,9 @@ async def submit_ranking(assignment_id: int, body: RankingIn, request: Request, 
         all_bad=body.all_bad, comment=body.comment, time_spent_s=body.time_spent_s,
     )
     settings = request.app.state.settings
-    pool = asyncdb.pool_for(request)
-    if pool is not None:
-        view, created = await pg_functions.submit_ranking_async(pool, assignment_id, user, data, settings=settings)
+    hot = asyncdb.hot_database(request)
+    if hot is not None:
+        view, created = await pg_functions.submit_ranking_async(hot, assignment_id, user, data, settings=settings)
     else:
         view, created = await in_session(request, ranking.submit_ranking, assignment_id, user, data, settings=settings)
     return json_response(view, status_code=201 if created else 200)
@@ -179,9 +179,9 @@ async def bench_ping(request: Request, admin: AdminView):
     Admin-only, and absent (404) in production mode: it exists to measure the server, nothing else."""
     if request.app.state.settings.mode == "production":
         raise NotFound("There is nothing at /api/bench/ping.")
-    pool = asyncdb.pool_for(request)
-    if pool is not None:
-        async with pool.connection() as conn:
+    hot = asyncdb.hot_database(request)
+    if hot is not None:
+        async with hot.pool.connection() as conn:
             (entry_id,) = await (await conn.execute(PING_SQL, (admin.id, utcnow()))).fetchone()
     else:
         entry_id = (await in_session(request, audit.record, admin.id, "bench.ping", "bench")).id

@@ -3,7 +3,8 @@
 - rlhf_lease_next(...) and rlhf_submit_ranking(...): on PostgreSQL, "next task" and "submit
   ranking" are one call each, whoever calls (the pages' sync services or the API's async hot
   path); the rules are those of app/labeling/assignment.py and ranking.py, which run them in
-  Python on SQLite. How to call them: app/labeling/pg_functions.py.
+  Python on SQLite. How to call them: app/labeling/pg_functions.py. The *_many variants run the
+  calls that a busy server process has queued in one statement and one transaction.
 - tasks.leased_until: set by the lease that takes a task's last free slot (the first expiry among
   its live leases); "next task" passes the task until then without counting its leases.
 - ix_completions_author_id: "next task" checks that the labeler wrote none of a task's responses.
@@ -214,6 +215,53 @@ END
 $$;
 """
 
+# Many labelers' calls at once, in one transaction: what a busy server process has queued while
+# its previous call ran (app/asyncdb.py, CallBatcher). Results carry the item's 1-based index.
+LEASE_NEXT_MANY = r"""
+CREATE OR REPLACE FUNCTION rlhf_lease_next_many(p_uids integer[], p_heldouts boolean[], p_kinds varchar[],
+                                                p_now timestamptz)
+RETURNS TABLE (i integer, assignment_id integer, task_id integer, kind varchar, status varchar,
+               expires_at timestamptz, shown_order json, prompt_id integer, prompt_text text,
+               completion_ids integer[], completion_texts text[], busy bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+    FOR k IN 1 .. coalesce(cardinality(p_uids), 0) LOOP
+        RETURN QUERY SELECT k, l.* FROM rlhf_lease_next(p_uids[k], p_heldouts[k], p_kinds[k], p_now) AS l;
+    END LOOP;
+END
+$$;
+"""
+
+# Items: a JSON array of {aid, uid, all_bad, comment, spent, cids, buckets, likerts, flag_cids,
+# flag_names}. Taken in the order of their tasks' ids, so that two batches that lock the same
+# tasks always lock them in the same order (no deadlock).
+SUBMIT_RANKING_MANY = r"""
+CREATE OR REPLACE FUNCTION rlhf_submit_ranking_many(p_items json, p_now timestamptz, p_max_spent double precision)
+RETURNS TABLE (i integer, outcome varchar, ranking_id integer, task_id integer, time_spent_s double precision,
+               shown_order json)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT x.*, a.task_id AS lock_order
+        FROM ROWS FROM (json_to_recordset(p_items) AS (aid integer, uid integer, all_bad boolean, comment text,
+                        spent double precision, cids integer[], buckets integer[], likerts integer[],
+                        flag_cids integer[], flag_names varchar[]))
+             WITH ORDINALITY AS x(aid, uid, all_bad, comment, spent, cids, buckets, likerts, flag_cids, flag_names, n)
+        LEFT JOIN assignments a ON a.id = x.aid
+        ORDER BY a.task_id NULLS FIRST, x.n
+    LOOP
+        RETURN QUERY SELECT r.n::integer, s.* FROM rlhf_submit_ranking(
+            r.aid, r.uid, p_now, r.all_bad, r.comment, r.spent, p_max_spent, r.cids, r.buckets, r.likerts,
+            r.flag_cids, r.flag_names) AS s;
+    END LOOP;
+END
+$$;
+"""
+
 
 def upgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
@@ -225,10 +273,14 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         op.execute(LEASE_NEXT)
         op.execute(SUBMIT_RANKING)
+        op.execute(LEASE_NEXT_MANY)
+        op.execute(SUBMIT_RANKING_MANY)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
+        op.execute("DROP FUNCTION IF EXISTS rlhf_submit_ranking_many(json, timestamptz, double precision)")
+        op.execute("DROP FUNCTION IF EXISTS rlhf_lease_next_many(integer[], boolean[], varchar[], timestamptz)")
         op.execute("DROP FUNCTION IF EXISTS rlhf_submit_ranking(integer, integer, timestamptz, boolean, text, "
                    "double precision, double precision, integer[], integer[], integer[], integer[], varchar[])")
         op.execute("DROP FUNCTION IF EXISTS rlhf_lease_next(integer, boolean, varchar, timestamptz)")
