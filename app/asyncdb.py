@@ -63,7 +63,7 @@ class CallBatcher:
     result`` do the database work.
     """
 
-    def __init__(self, pool: AsyncConnectionPool, run_many, run_one, *, max_batch: int = 32, max_flushes: int = 4):
+    def __init__(self, pool: AsyncConnectionPool, run_many, run_one, *, max_batch: int = 32, max_flushes: int = 1):
         self.pool, self.run_many, self.run_one = pool, run_many, run_one
         self.max_batch, self.max_flushes = max_batch, max_flushes
         self.pending: list[tuple[object, asyncio.Future]] = []
