@@ -114,6 +114,7 @@ def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
                 break
             time.sleep(0.05)
         assert app.state.hot_pools, "the server did not open its hot-path pool"
+        (hot,) = app.state.hot_pools.values()
         created: list[int] = []
         statuses: list[int] = []
 
@@ -145,6 +146,8 @@ def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
             server.should_exit = True
             thread.join(10)
         assert sorted(set(statuses)) == [200, 201]  # each twin pair: one created, one repeat
+        # the calls really went through the batcher, and some shared a statement
+        assert hot.submits.calls == len(statuses) and hot.submits.largest_batch > 1
         with unit_of_work(factory) as db:
             tasks = db.scalars(select(Task)).all()
             assert all(t.submission_count == t.required_submissions for t in tasks)  # none lost, none over
