@@ -343,7 +343,7 @@ def main() -> None:
     ap.add_argument("--labelers", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=10, help="length of each phase")
     ap.add_argument("--workers", type=int, default=2, help="rlhf serve --workers")
-    ap.add_argument("--tasks", type=int, default=32000, help="ranking tasks to label (enough for every phase)")
+    ap.add_argument("--tasks", type=int, default=50000, help="ranking tasks to label (enough for every phase)")
     ap.add_argument("--rate", type=float, nargs="*", default=[500, 650, 1000],
                     help="one paced phase per value: rankings/s of all labelers together (none: skip)")
     ap.add_argument("--k", type=int, default=4)
