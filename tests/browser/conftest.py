@@ -3,27 +3,17 @@ its own fresh database, driven by headless Debian Chromium through Playwright.""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
-import uvicorn
 
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
 from app.migrate import upgrade
 from tests.db_setup import fresh_database
+from tests.live_server import serving
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
@@ -39,18 +29,8 @@ def live_server(tmp_path_factory):
         settings = Settings(mode="test", database_url=url, secret_key="browser-secret-" + "x" * 40,
                             artifact_dir=tmp_path_factory.mktemp("artifacts"))
         engine = make_engine(url)
-        app = create_app(settings, engine=engine)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        yield LiveServer(f"http://127.0.0.1:{port}", make_sessionmaker(engine))
-        server.should_exit = True
-        thread.join(10)
+        with serving(create_app(settings, engine=engine)) as base_url:
+            yield LiveServer(base_url, make_sessionmaker(engine))
         engine.dispose()
 
 

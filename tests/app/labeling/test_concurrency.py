@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -12,10 +14,27 @@ from app.config import Settings
 from app.db import make_engine, make_sessionmaker, unit_of_work
 from app.labeling import assignment as engine_mod
 from app.labeling import ranking
-from app.labeling.models import Ranking, Task
+from app.labeling.models import Assignment, Ranking, Task
+from app.main import create_app
 from app.migrate import upgrade
+from app.users import service as users
 from tests.db_setup import fresh_database
 from tests.factories import make_ranking_batch, make_user
+from tests.live_server import serving
+
+
+def assert_every_task_done_once_per_submission(factory, required: int, accepted: list[int]) -> None:
+    """Every task has exactly its required submissions, each a ranking of its own (none lost, none
+    over, none double-counted), no labeler ranked a task twice, every accepted submit is one of
+    them, and no lease is left open."""
+    with unit_of_work(factory) as db:
+        tasks = db.scalars(select(Task)).all()
+        assert all(t.submission_count == t.required_submissions for t in tasks)
+        per_task = dict(db.execute(select(Ranking.task_id, func.count()).group_by(Ranking.task_id)).all())
+        assert all(per_task[t.id] == t.submission_count for t in tasks)
+        pairs = db.execute(select(Ranking.task_id, Ranking.labeler_id)).all()
+        assert len(pairs) == len(set(pairs)) == required == len(accepted) == len(set(accepted))
+        assert db.scalar(select(func.count()).select_from(Assignment).where(Assignment.status == "active")) == 0
 
 
 @pytest.mark.postgres_only
@@ -70,13 +89,7 @@ def test_racing_labelers_never_overshoot_lose_or_double_count(tmp_path):
         for t in threads:
             t.join(60)
         assert errors == []
-        with unit_of_work(factory) as db:
-            tasks = db.scalars(select(Task)).all()
-            assert all(t.submission_count == t.required_submissions for t in tasks)  # none lost, none over
-            per_task = dict(db.execute(select(Ranking.task_id, func.count()).group_by(Ranking.task_id)).all())
-            assert all(per_task[t.id] == t.submission_count for t in tasks)  # none double-counted
-            pairs = db.execute(select(Ranking.task_id, Ranking.labeler_id)).all()
-            assert len(pairs) == len(set(pairs)) == required == len(accepted)
+        assert_every_task_done_once_per_submission(factory, required, accepted)
         eng.dispose()
 
 
@@ -84,16 +97,6 @@ def test_racing_labelers_never_overshoot_lose_or_double_count(tmp_path):
 def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
     """The same race through the real server: uvicorn with the async pool, 30 labelers' clients
     at once, each submit sent twice at the same moment (a double click)."""
-    import asyncio
-    import socket
-
-    import httpx
-    import uvicorn
-
-    from app.labeling.models import Assignment
-    from app.main import create_app
-    from app.users import service as users
-
     with fresh_database(tmp_path, "race_http") as url:
         upgrade(url)
         eng = make_engine(url)
@@ -102,25 +105,13 @@ def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
             make_ranking_batch(db, tasks=40, k=4, overlap_share=0.25, overlap_count=3)
             tokens = [users.create_token(db, make_user(db, "labeler"), "race")[1] for _ in range(30)]
             required = sum(db.scalars(select(Task.required_submissions)))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         app = create_app(Settings(mode="test", database_url=url, secret_key="x" * 40))
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert app.state.hot_pools, "the server did not open its hot-path pool"
-        (hot,) = app.state.hot_pools.values()
         created: list[int] = []
         statuses: list[int] = []
 
-        async def labeler(token: str) -> None:
+        async def labeler(base_url: str, token: str) -> None:
             headers = {"Authorization": f"Bearer {token}"}
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as c:
+            async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as c:
                 idle = 0
                 while idle < 20:
                     a = (await c.post("/api/labeling/next", json={"kind": "ranking"})).json()["assignment"]
@@ -137,23 +128,15 @@ def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
                     assert len({r.json()["id"] for r in twins}) == 1  # both answers name the same ranking
                     created.extend(r.json()["id"] for r in twins if r.status_code == 201)
 
-        async def everyone() -> None:
-            await asyncio.gather(*(labeler(t) for t in tokens))
+        async def everyone(base_url: str) -> None:
+            await asyncio.gather(*(labeler(base_url, t) for t in tokens))
 
-        try:
-            asyncio.run(everyone())
-        finally:
-            server.should_exit = True
-            thread.join(10)
+        with serving(app) as base_url:
+            assert app.state.hot_pools, "the server did not open its hot-path pool"
+            (hot,) = app.state.hot_pools.values()
+            asyncio.run(everyone(base_url))
         assert sorted(set(statuses)) == [200, 201]  # each twin pair: one created, one repeat
         # the calls really went through the batcher, and some shared a statement
         assert hot.submits.calls == len(statuses) and hot.submits.largest_batch > 1
-        with unit_of_work(factory) as db:
-            tasks = db.scalars(select(Task)).all()
-            assert all(t.submission_count == t.required_submissions for t in tasks)  # none lost, none over
-            per_task = dict(db.execute(select(Ranking.task_id, func.count()).group_by(Ranking.task_id)).all())
-            assert all(per_task[t.id] == t.submission_count for t in tasks)  # none double-counted
-            pairs = db.execute(select(Ranking.task_id, Ranking.labeler_id)).all()
-            assert len(pairs) == len(set(pairs)) == required == len(created) == len(set(created))
-            assert db.scalar(select(func.count()).select_from(Assignment).where(Assignment.status == "active")) == 0
+        assert_every_task_done_once_per_submission(factory, required, created)
         eng.dispose()
