@@ -6,6 +6,10 @@ task's leases or submissions first locks the task row (``SELECT ... FOR UPDATE``
 ``BEGIN IMMEDIATE`` of app.db serialises writers), so two labelers racing for the last slot of a
 task cannot both get it: on PostgreSQL the second one skips the locked row (``SKIP LOCKED``)
 and takes the next task instead of waiting.
+
+On PostgreSQL, "next task" and "submit ranking" run as database functions with these rules
+(app/labeling/pg_functions.py, migration 0004); the Python below runs them on SQLite. Skips,
+demonstrations and the wire views are the same Python on both.
 """
 
 from __future__ import annotations
