@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
 def serve(
     host: str = typer.Option(None, help="Address to listen on (default from RLHF_HOST)"),
     port: int = typer.Option(None, help="Port (default from RLHF_PORT)"),
-    workers: int = typer.Option(1, help="Server processes"),
+    workers: int = typer.Option(None, help="Server processes (default: one per CPU core)"),
 ) -> None:
     """Serve the web application (settings from RLHF_* environment variables)."""
     import uvicorn
@@ -64,7 +65,7 @@ def serve(
         fail(str(exc))
     uvicorn.run(
         "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-        workers=workers, log_level="warning", access_log=False, proxy_headers=True,
+        workers=workers or os.cpu_count() or 1, log_level="warning", access_log=False, proxy_headers=True,
     )
 
 
