@@ -7,7 +7,9 @@ This module calls them from both sides of the app:
 - sync, with the request's SQLAlchemy session: the services (assignment.lease_next,
   ranking.submit_ranking) on PostgreSQL, i.e. the pages and the CLI;
 - async, on the psycopg pool (app/asyncdb.py): the JSON API's hot path, which every labeler's
-  client calls all day, without a thread-pool hop.
+  client calls all day, without a thread-pool hop. There, the calls that arrive while the
+  previous one runs go out together (asyncdb.CallBatcher) as one call of ``rlhf_lease_next_many``
+  or ``rlhf_submit_ranking_many``: one statement and one transaction for the lot.
 
 On SQLite the same rules run in Python (app/labeling/assignment.py, ranking.py). Both go through
 the same tests. Shape checks, refusal messages and wire views are shared with the Python path.
@@ -98,7 +100,7 @@ async def lease_next_async(hot, user, kind: TaskKind | None) -> tuple[dict | Non
 
 # --- submit ranking ---------------------------------------------------------------------------
 
-def submit_params(assignment_id: int, user, data: ranking.RankingInput, placed, settings: Settings) -> dict:
+def submit_params(assignment_id: int, user, data: ranking.RankingInput, placed) -> dict:
     flags = [(cid, f) for cid, _ in placed for f in dict.fromkeys(data.flags.get(cid) or [])]
     return {
         "aid": assignment_id, "uid": user.id, "now": utcnow(), "all_bad": bool(data.all_bad),
@@ -152,7 +154,7 @@ def submit_ranking(db: Session, assignment_id: int, user, data: ranking.RankingI
     """ranking.submit_ranking on PostgreSQL: (wire view, created)."""
     placed = ranking.shape_ok(data, settings)
     if placed is not None:
-        params = submit_params(assignment_id, user, data, placed, settings)
+        params = submit_params(assignment_id, user, data, placed)
         row = db.execute(_sa(SUBMIT_SQL), params).one()
         if row[0] == "created":
             return created_view(params, row), True
@@ -185,7 +187,7 @@ async def submit_ranking_async(hot, assignment_id: int, user, data: ranking.Rank
     """The same on the hot path: the submit is batched with the other labelers' of this moment."""
     placed = ranking.shape_ok(data, settings)
     if placed is not None:
-        params = submit_params(assignment_id, user, data, placed, settings)
+        params = submit_params(assignment_id, user, data, placed)
         row = await hot.submits.call(params)
         if row[0] == "created":
             return created_view(params, row), True
