@@ -147,28 +147,21 @@ def _first_expiry(task_id_col, now):
 
 
 def lease_next(db: Session, user: User, kind: TaskKind | None = None) -> dict | None:
-    """Lease the highest-priority task this labeler may do (or resume their live lease).
+    """Lease the highest-priority task this labeler may do (or resume their live lease): the
+    assignment's wire view (see ``lease_view``), or None if no work is free."""
+    return next_or_why(db, user, kind)[0]
 
-    Returns the assignment's wire view (see ``lease_view``) or None if no work is waiting.
-    On PostgreSQL this is one call to the database function ``rlhf_lease_next`` (see
-    app/labeling/pg_functions.py), which follows the same steps; in Python, for SQLite: few,
-    short statements: the live-lease check, one ``SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED``
-    that picks and locks ONE task with room (eligibility and capacity in SQL), one read of its
-    prompt and responses that also re-counts its room, and the INSERT of the lease. Only the one task
-    row is locked, until the request's commit.
 
-    Why the re-count: on PostgreSQL the pick's count of live leases comes from the statement's
-    snapshot, which may predate a lease committed just before we got the row lock; the next
-    statement has a fresh snapshot and, holding the row lock, an exact count. On SQLite the
-    ``BEGIN IMMEDIATE`` transaction already serialises writers.
+def _lease_next_sqlite(db: Session, user: User, kind: TaskKind | None) -> dict | None:
+    """``lease_next`` in Python, for SQLite (PostgreSQL runs the same steps in the function
+    ``rlhf_lease_next``, migration 0004): the live-lease check, one ``SELECT ... LIMIT 1`` that
+    picks ONE task with room (eligibility and capacity in SQL), one read of its prompt and
+    responses that also re-counts its room, and the INSERT of the lease. The ``BEGIN IMMEDIATE``
+    transaction of app.db serialises writers, so the count is exact.
 
     The lease that takes a task's last free slot sets ``tasks.leased_until`` (the first expiry
     among its live leases), so that later picks pass the full task without counting its leases.
     """
-    if db.get_bind().dialect.name == "postgresql":
-        from app.labeling import pg_functions
-
-        return pg_functions.lease_next(db, user, kind)[0]
     existing = db.scalar(_current_query(user, kind, Assignment.id))
     if existing is not None:
         return lease_view(db, existing)
@@ -191,7 +184,6 @@ def lease_next(db: Session, user: User, kind: TaskKind | None = None) -> dict | 
             return None
         task_id, task_kind, batch_minutes = row
         tried.append(task_id)
-        # The row is locked now; the next statement sees every lease committed before we got it.
         room = Task.required_submissions - Task.submission_count - _live_count(Task.id, now)
         first_expiry = _first_expiry(Task.id, now)
         if task_kind == TaskKind.ranking:  # re-count and read the responses in one statement
@@ -281,8 +273,9 @@ def tasks_held_full(db: Session, kind: TaskKind | None = None) -> int:
     return db.scalar(q)
 
 
-def no_work_message(busy: int, what: str = "tasks") -> str:
-    """Why "next task" found nothing: no work at all, or work that others hold right now."""
+def no_work_message(busy: int, kind: TaskKind | None = None) -> str:
+    """Why "next task" found nothing: no work at all, or ``busy`` tasks that others hold right now."""
+    what = {TaskKind.ranking: "ranking tasks", TaskKind.demonstration: "demonstrations"}.get(kind, "tasks")
     if not busy:
         return f"No {what} are waiting for you right now."
     return (f"No {what} are free right now: {busy} {'task is' if busy == 1 else 'tasks are'} being worked on "
@@ -290,14 +283,13 @@ def no_work_message(busy: int, what: str = "tasks") -> str:
 
 
 def next_or_why(db: Session, user: User, kind: TaskKind | None = None) -> tuple[dict | None, str]:
-    """``lease_next``, or None with the reason there is no work (for the API)."""
-    if db.get_bind().dialect.name == "postgresql":
+    """Lease the next task: (wire view, ""), or (None, why no work is free)."""
+    if db.get_bind().dialect.name == "postgresql":  # one call to rlhf_lease_next
         from app.labeling import pg_functions
 
         return pg_functions.lease_next(db, user, kind)
-    view = lease_next(db, user, kind)
-    what = {TaskKind.ranking: "ranking tasks", TaskKind.demonstration: "demonstrations"}.get(kind, "tasks")
-    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, kind), what))
+    view = _lease_next_sqlite(db, user, kind)
+    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, kind), kind))
 
 
 def next_assignment(db: Session, user: User, kind: TaskKind | None = None) -> Assignment | None:

@@ -4,7 +4,7 @@ engine's locking happens inside the database in one round trip.
 
 This module calls them from both sides of the app:
 
-- sync, with the request's SQLAlchemy session: the services (assignment.lease_next,
+- sync, with the request's SQLAlchemy session: the services (assignment.next_or_why,
   ranking.submit_ranking) on PostgreSQL, i.e. the pages and the CLI;
 - async, on the psycopg pool (app/asyncdb.py): the JSON API's hot path, which every labeler's
   client calls all day, without a thread-pool hop. There, the calls that arrive while the
@@ -66,8 +66,7 @@ def lease_result(row, wanted: TaskKind | None) -> tuple[dict | None, str]:
     """(wire view, "") for a lease, or (None, why there is no work)."""
     aid, task_id, kind, status, expires, shown, prompt_id, prompt_text, cids, texts, busy = row
     if aid is None:
-        what = {TaskKind.ranking: "ranking tasks", TaskKind.demonstration: "demonstrations"}.get(wanted, "tasks")
-        return None, engine.no_work_message(busy, what)
+        return None, engine.no_work_message(busy, wanted)
     responses = None
     if kind == TaskKind.ranking:
         by_id = dict(zip(cids or [], texts or []))

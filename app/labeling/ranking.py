@@ -124,15 +124,13 @@ def existing_ranking(db: Session, assignment_id: int) -> Ranking | None:
     return db.scalar(select(Ranking).where(Ranking.assignment_id == assignment_id))
 
 
-def _insert_ignoring_twin(db: Session):
+def _insert_ignoring_twin():
     """INSERT into rankings that does nothing when this assignment already has a ranking (the
-    unique assignment_id): a concurrent twin request waits on the index entry, then sees it."""
+    unique assignment_id): a twin request that got there first wins (SQLite path)."""
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
     table = Ranking.__table__
-    if db.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=[table.c.assignment_id]).returning(table.c.id)
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=[table.c.assignment_id]).returning(table.c.id)
 
 
 def submit_ranking(
@@ -142,15 +140,13 @@ def submit_ranking(
 
     Idempotent: a repeated submit of the same assignment returns the ranking already stored
     (created=False) instead of a second one. On PostgreSQL: one call to the database function
-    ``rlhf_submit_ranking`` (app/labeling/pg_functions.py), same rules. In Python (SQLite, where
-    ``BEGIN IMMEDIATE`` serialises writers), one transaction of short statements: read the
-    assignment (with its task and any ranking already stored), INSERT the ranking (ON CONFLICT on
-    the unique assignment_id DO NOTHING: a racing twin waits for the first and then returns its
-    ranking), mark the assignment submitted unless it was skipped meanwhile (the row update
-    serialises with skip), count the submission with the overshoot guard
-    ``UPDATE tasks SET submission_count = submission_count + 1 WHERE id = :id AND
-    submission_count < required_submissions`` (PostgreSQL re-checks the guard on the newest row
-    version), and bulk-insert the entries and flags. Any refusal raises, and the request's
+    ``rlhf_submit_ranking`` (app/labeling/pg_functions.py), same rules. In Python, for SQLite
+    (where ``BEGIN IMMEDIATE`` serialises writers), one transaction of short statements: read the
+    assignment (with its task and any ranking already stored), validate against the order shown,
+    INSERT the ranking (ON CONFLICT on the unique assignment_id DO NOTHING), mark the assignment
+    submitted unless it was skipped, count the submission under the overshoot guard
+    ``submission_count < required_submissions`` (for a late submit, also counting others' live
+    leases), and bulk-insert the entries and flags. Any refusal raises, and the request's
     transaction rolls everything back."""
     if db.get_bind().dialect.name == "postgresql":  # one call to rlhf_submit_ranking
         from app.labeling import pg_functions
@@ -184,7 +180,7 @@ def submit_ranking(
     spent = data.time_spent_s if data.time_spent_s is not None else elapsed
     spent = min(max(spent, 0.0), MAX_TIME_S)
     all_bad = bool(data.all_bad)
-    ranking_id = db.execute(_insert_ignoring_twin(db), {
+    ranking_id = db.execute(_insert_ignoring_twin(), {
         "task_id": row.task_id, "assignment_id": assignment_id, "prompt_id": row.prompt_id, "labeler_id": user.id,
         "batch_id": row.batch_id, "all_bad": all_bad, "comment": comment, "time_spent_s": spent, "submitted_at": now,
     }).scalar()

@@ -24,33 +24,28 @@ async def run_one(conn, item):
     return (await (await conn.execute("SELECT CAST(%s AS integer) * %s * (%s / %s)", (item, item, item, item))).fetchone())[0]
 
 
-def test_concurrent_calls_share_statements_and_each_gets_its_answer():
+def call_all(items: list[int]):
+    """Call the batcher once per item, all at once, on a fresh pool: (answers or errors, batcher)."""
     async def scenario():
         pool = make_pool(ADMIN_URL, size=2)
         await pool.open(wait=True)
         try:
             batcher = CallBatcher(pool, run_many, run_one)
-            results = await asyncio.gather(*(batcher.call(n) for n in range(1, 101)))
-            return results, batcher
+            return await asyncio.gather(*(batcher.call(n) for n in items), return_exceptions=True), batcher
         finally:
             await pool.close()
 
-    results, batcher = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_concurrent_calls_share_statements_and_each_gets_its_answer():
+    results, batcher = call_all(list(range(1, 101)))
     assert results == [n * n for n in range(1, 101)]
     assert batcher.calls == 100 and batcher.largest_batch > 1 and batcher.batches < 100
 
 
 def test_a_failing_batch_is_retried_call_by_call():
-    async def scenario():
-        pool = make_pool(ADMIN_URL, size=2)
-        await pool.open(wait=True)
-        try:
-            batcher = CallBatcher(pool, run_many, run_one)
-            return await asyncio.gather(*(batcher.call(n) for n in [3, 0, 5, 7]), return_exceptions=True)
-        finally:
-            await pool.close()
-
-    three, zero, five, seven = asyncio.run(scenario())
+    (three, zero, five, seven), _ = call_all([3, 0, 5, 7])
     assert (three, five, seven) == (9, 25, 49)
     assert "division by zero" in str(zero)
 

@@ -32,6 +32,16 @@ def login(page, live_server, username):
     page.wait_for_url(f"{live_server.url}/")
 
 
+def open_ranking_by_keyboard(live_server, page, *, k: int, priority: int):
+    """A new labeler with a ranking batch of their own signs in and opens it with the keyboard."""
+    name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=k, priority=priority))
+    login(page, live_server, name)
+    page.focus("#next-ranking")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#board")
+    return page
+
+
 def test_demonstration_draft_survives_a_closed_tab(live_server, new_page):
     name = labeler_with(live_server, lambda db: make_demonstration_batch(db, texts=["Describe a thunderstorm to a child."], priority=50))
     page = new_page()
@@ -87,12 +97,7 @@ def test_rank_k5_with_the_mouse_including_a_tie(live_server, new_page):
 
 
 def test_rank_by_keyboard_alone_with_a_tie_and_an_error_that_keeps_input(live_server, new_page):
-    name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=5, priority=70))
-    page = new_page()
-    login(page, live_server, name)
-    page.focus("#next-ranking")
-    page.keyboard.press("Enter")
-    page.wait_for_selector("#board")
+    page = open_ranking_by_keyboard(live_server, new_page(), k=5, priority=70)
     assert "Ctrl + Enter" in page.text_content("#shortcuts")
     page.locator("body").click(position={"x": 5, "y": 5})  # nothing focused in a text field
     for letter, rank, rating in [("B", "1", "7"), ("C", "1", "6"), ("A", "2", "3"), ("D", "3", "2")]:
@@ -168,12 +173,7 @@ def test_insert_a_new_rank_between_two_ranks_with_the_mouse(live_server, new_pag
 
 
 def test_insert_a_new_rank_between_two_ranks_by_keyboard_alone(live_server, new_page):
-    name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=4, priority=100))
-    page = new_page()
-    login(page, live_server, name)
-    page.focus("#next-ranking")
-    page.keyboard.press("Enter")
-    page.wait_for_selector("#board")
+    page = open_ranking_by_keyboard(live_server, new_page(), k=4, priority=100)
     assert "N, then 1 – 9" in page.text_content("#shortcuts")
     cid = _cids(page)
     page.locator("body").click(position={"x": 5, "y": 5})  # nothing focused in a text field
