@@ -91,6 +91,11 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for the web app, the CLI and workers. Every domain's tables are loaded first, so
+    foreign keys between domains resolve in every entry point, whichever modules it imported."""
+    from app.schema import import_all_models
+
+    import_all_models()
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def import_all_models() -> None:
     from app.audit import models as _audit  # noqa: F401
-    from app.checkpoints import models as _checkpoints  # noqa: F401
+    from app.registry import models as _registry  # noqa: F401
     from app.datasets import models as _datasets  # noqa: F401
     from app.labeling import models as _labeling  # noqa: F401
     from app.prompts import models as _prompts  # noqa: F401

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import unit_of_work
+from app.runs import launch
 from app.runs import service as runs
 from app.runs.models import Run, RunStatus
 
@@ -71,29 +72,21 @@ def trainer_command(run: Run, config_path: Path) -> list[str]:
     return [sys.executable, "-m", "trainers", run.kind.value, "--config", str(config_path)]
 
 
-def prepare_run_folder(settings: Settings, run: Run) -> tuple[Path, Path]:
+def run_folder(settings: Settings, run: Run) -> Path:
     folder = Path(settings.artifact_dir).resolve() / "runs" / str(run.id)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {**run.config, "out": str(folder / "output")}
-    if run.kind.value == "generate":
-        config.setdefault("out", str(folder / "completions.jsonl"))
-    config_path = folder / "run_config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-    return folder, config_path
-
-
-def metrics_path(folder: Path, run: Run) -> Path:
-    return folder / "output" / "metrics.jsonl"
+    return folder
 
 
 def execute(settings: Settings, factory: sessionmaker[Session], run_id: int, *, poll_s: float = 2.0) -> RunStatus:
     """Run one claimed run to its end and record the outcome."""
     with unit_of_work(factory) as db:
         run = runs.get_run(db, run_id)
-        folder, config_path = prepare_run_folder(settings, run)
+        folder = run_folder(settings, run)
+        config_path = launch.prepare(db, settings, run, folder)
         run.output_dir = str(folder)
         command = trainer_command(run, config_path)
-        tail = MetricsTail(metrics_path(folder, run))
+        tail = MetricsTail(launch.output_dir(folder) / "metrics.jsonl")
     log_path = folder / "trainer.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:
@@ -114,7 +107,9 @@ def execute(settings: Settings, factory: sessionmaker[Session], run_id: int, *, 
     if cancelled:
         status, message = RunStatus.cancelled, "cancelled by an admin\n" + log_tail
     elif process.returncode == 0:
-        status, message = RunStatus.succeeded, log_tail
+        with unit_of_work(factory) as db:
+            summary = launch.complete(db, settings, runs.get_run(db, run_id), folder)
+        status, message = RunStatus.succeeded, (summary + "\n" + log_tail).strip()
     else:
         status, message = RunStatus.failed, f"trainer exited with code {process.returncode}\n{log_tail}"
     with unit_of_work(factory) as db:

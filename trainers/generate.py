@@ -16,9 +16,8 @@ from typing import Any
 import torch
 
 from trainers.common import init_distributed, is_main, progress, resolve_dtype, set_seed
-from trainers.config import opt
+from trainers.configs import GenerateConfig
 from trainers.data import Messages, PromptExample, parse_prompt, read_file
-from trainers.errors import ConfigError
 from trainers.formatting import encode_prompt
 from trainers.losses import response_mask
 from trainers.models import load_causal_lm, load_tokenizer, pad_batch
@@ -60,28 +59,6 @@ def sample_responses(
 
 def decode_response(tokenizer: Any, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-
-@dataclass
-class GenerateConfig:
-    model: str = opt(help="causal LM folder or hub name")
-    prompts: str = opt(help="prompts file (.jsonl, .jsonl.gz, .parquet; docs/formats.md 'prompts')")
-    out: str = opt(help="completions file to write (.jsonl or .jsonl.gz)")
-    k: int = opt(4, help="samples per prompt")
-    max_new_tokens: int = opt(128, help="maximum response length in tokens")
-    temperature: float = opt(1.0, help="sampling temperature (0 = greedy); no top-k/top-p")
-    batch_size: int = opt(16, help="prompts per generation batch")
-    max_prompt_length: int = opt(512, help="prompts are cut from the left to this many tokens")
-    model_name: str | None = opt(None, help="name written in the 'model' column (default: the folder name)")
-    seed: int = opt(0, help="random seed")
-    dtype: str = opt("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
-    skip_bad_rows: bool = opt(False, help="skip malformed prompt rows (counted) instead of stopping")
-
-    def validate(self) -> None:
-        if self.k < 1:
-            raise ConfigError("k must be at least 1")
-        if not self.out.endswith((".jsonl", ".jsonl.gz")):
-            raise ConfigError("--out must end with .jsonl or .jsonl.gz")
 
 
 def generate_completions(cfg: GenerateConfig) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import copy
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,61 +22,13 @@ from trainers.checkpoint import latest_checkpoint, load_checkpoint, load_extra, 
 from trainers.common import (
     Metrics, all_reduce_sum, autocast, init_distributed, is_main, progress, resolve_dtype, set_seed, shard,
 )
-from trainers.config import opt, write_config
+from trainers.config import write_config
+from trainers.configs import PPOConfig
 from trainers.data import parse_pretrain, parse_prompt, read_file, split_train_valid
 from trainers.errors import ConfigError
 from trainers.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from trainers.models import load_causal_lm, load_scalar_model, load_tokenizer, pad_batch
 from trainers.rollout import RewardFn, add_advantages, make_rollout, policy_forward, rollout_stats, value_forward
-
-
-@dataclass
-class PPOConfig:
-    policy: str = opt(help="SFT model folder: the policy and the frozen reference start from it")
-    prompts: str = opt(help="prompt rows (docs/formats.md 'prompts'); rows with split valid/test are held out for eval")
-    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
-    reward_model: str | None = opt(None, help="RM folder (required on the command line)")
-    pretrain_data: str | None = opt(None, help="pretraining text for the ptx term: rows with 'text', or SFT rows")
-    value_model: str | None = opt(None, help="value model start (default: the RM when it is a decoder with the policy's vocabulary, else the policy)")
-    steps: int = opt(100, help="PPO iterations (rollout + update)")
-    max_steps: int = opt(0, help="stop after this many iterations (0 = all); for interrupted runs")
-    rollout_batch_size: int = opt(16, help="prompts sampled per iteration (global)")
-    generation_batch_size: int = opt(16, help="prompts per generate() call on each process")
-    minibatch_size: int = opt(8, help="episodes per optimiser step (global)")
-    ppo_epochs: int = opt(2, help="passes over each rollout")
-    lr: float = opt(1e-5, help="policy learning rate (AdamW, constant after warm-up)")
-    value_lr: float = opt(1e-5, help="value model learning rate")
-    warmup_steps: int = opt(0, help="linear warm-up (optimiser steps)")
-    kl_coef: float = opt(0.02, help="beta: per-token KL penalty coefficient")
-    ptx_coef: float = opt(27.8, help="gamma: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)")
-    ptx_batch_size: int = opt(8, help="pretraining sequences per optimiser step (global)")
-    ptx_max_length: int = opt(256, help="pretraining sequence length")
-    gamma: float = opt(1.0, help="discount of GAE")
-    lam: float = opt(0.95, help="lambda of GAE")
-    clip_range: float = opt(0.2, help="policy ratio clip")
-    value_clip: float = opt(0.2, help="value clip around the rollout values")
-    vf_coef: float = opt(1.0, help="value loss weight")
-    grad_clip: float = opt(1.0, help="gradient norm clip per model (0 = off)")
-    temperature: float = opt(1.0, help="sampling temperature; log-probs are recomputed at it; no top-k/top-p")
-    max_new_tokens: int = opt(64, help="response length limit; a response cut here has no EOS")
-    max_prompt_length: int = opt(256, help="prompts are cut from the left to this many tokens")
-    missing_eos_penalty: float | None = opt(None, help="subtract this from the score of a response without EOS (default: score it as is)")
-    ema_decay: float = opt(0.0, help="EMA of the policy weights, saved as the final model (0 = off; paper 0.992)")
-    valid_fraction: float = opt(0.0, help="share of prompts held out for eval/reward when no split is given")
-    eval_every: int = opt(0, help="evaluate held-out reward and pretraining loss every N iterations (0 = start and end)")
-    eval_prompts: int = opt(64, help="held-out prompts used per evaluation")
-    save_every: int = opt(0, help="checkpoint every N iterations (0 = at the end only)")
-    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
-    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
-    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
-    seed: int = opt(0, help="random seed")
-    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
-
-    def validate(self) -> None:
-        if self.ptx_coef > 0 and not self.pretrain_data:
-            raise ConfigError("ptx_coef > 0 needs --pretrain-data (or set --ptx-coef 0 for plain PPO)")
-        if self.rollout_batch_size % self.minibatch_size:
-            raise ConfigError("rollout_batch_size must be a multiple of minibatch_size")
 
 
 def _scorer(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[Callable, Any]:

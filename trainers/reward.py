@@ -24,45 +24,14 @@ from trainers.common import (
     Metrics, all_reduce_sum, autocast, cosine_lr_lambda, init_distributed, is_main, progress,
     resolve_dtype, set_seed, shard,
 )
-from trainers.config import opt, write_config
+from trainers.config import write_config
+from trainers.configs import RMConfig
 from trainers.data import (
     Messages, RankGroup, group_preferences, parse_preference, parse_sft, read_file, split_train_valid,
 )
-from trainers.errors import ConfigError
 from trainers.formatting import encode_pair
 from trainers.losses import kwise_loss, pairwise_correct
 from trainers.models import ScalarHeadModel, load_scalar_model, load_tokenizer, pad_batch
-
-
-@dataclass
-class RMConfig:
-    model: str = opt(help="backbone: causal LM folder (SFT model), RM folder, or encoder (e.g. MiniLM) folder")
-    data: str = opt(help="native comparison rows or pairwise rows: .jsonl, .jsonl.gz or .parquet")
-    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
-    valid_data: str | None = opt(None, help="held-out comparisons (default: rows with split valid/test, else valid_fraction)")
-    valid_fraction: float = opt(0.1, help="share of prompts held out when no split is given")
-    demonstrations: str | None = opt(None, help="SFT rows whose responses should score mean 0 after training")
-    epochs: int = opt(1, help="passes over the prompts (paper: 1)")
-    batch_size: int = opt(8, help="prompts (ranking groups) per optimiser step, global")
-    micro_batch_size: int = opt(8, help="prompts per forward pass on each process; all K completions of one prompt share a pass")
-    lr: float = opt(1e-5, help="peak learning rate (AdamW)")
-    final_lr_ratio: float = opt(0.1, help="cosine decay ends at this fraction of lr")
-    warmup_steps: int = opt(0, help="linear warm-up steps")
-    weight_decay: float = opt(0.0, help="AdamW weight decay")
-    grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
-    max_length: int = opt(512, help="maximum tokens of prompt + completion")
-    max_steps: int = opt(0, help="stop after this many steps (0 = all epochs)")
-    eval_every: int = opt(0, help="also evaluate every N steps (0 = at epoch ends)")
-    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
-    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
-    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
-    compile: bool = opt(False, help="torch.compile the model (faster steps on GPU after a compile warm-up)")
-    seed: int = opt(0, help="random seed")
-    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
-            raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
 
 
 @dataclass

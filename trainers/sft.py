@@ -12,7 +12,6 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +23,13 @@ from trainers.common import (
     Metrics, all_reduce_sum, autocast, cosine_lr_lambda, init_distributed, is_main, progress,
     resolve_dtype, set_seed, shard,
 )
-from trainers.config import opt, write_config
+from trainers.config import write_config
+from trainers.configs import SFTConfig
 from trainers.data import SFTExample, parse_sft, read_file, split_train_valid
-from trainers.errors import ConfigError
 from trainers.formatting import encode_pair
 from trainers.models import apply_residual_dropout, compile_blocks, load_causal_lm, load_tokenizer, pad_batch
 
 IGNORE = -100
-
-
-@dataclass
-class SFTConfig:
-    model: str = opt(help="causal LM folder or hub name to start from")
-    data: str = opt(help="SFT rows (prompt/completion or messages): .jsonl, .jsonl.gz or .parquet")
-    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
-    valid_data: str | None = opt(None, help="validation SFT rows (default: rows with split valid/test, else valid_fraction)")
-    valid_fraction: float = opt(0.1, help="share of rows held out for validation when no split is given")
-    reward_model: str | None = opt(None, help="RM folder: keep the epoch whose greedy validation responses score best")
-    epochs: int = opt(3, help="passes over the training rows")
-    batch_size: int = opt(8, help="sequences per optimiser step (global, over all processes)")
-    micro_batch_size: int = opt(8, help="sequences per forward pass on each process (gradient accumulation)")
-    lr: float = opt(1e-4, help="peak learning rate (AdamW)")
-    final_lr_ratio: float = opt(0.1, help="cosine decay ends at this fraction of lr")
-    warmup_steps: int = opt(0, help="linear warm-up steps")
-    weight_decay: float = opt(0.0, help="AdamW weight decay")
-    residual_dropout: float = opt(0.0, help="dropout on attention/MLP outputs before the residual add (paper: 0.2)")
-    grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
-    max_length: int = opt(512, help="maximum tokens of prompt + response")
-    max_steps: int = opt(0, help="stop after this many optimiser steps (0 = all epochs); the schedule still spans all epochs")
-    save_every: int = opt(0, help="also checkpoint every N steps (0 = at epoch ends only)")
-    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
-    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
-    valid_max_new_tokens: int = opt(64, help="response length for the validation RM score")
-    gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass to save memory")
-    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
-    compile: bool | None = opt(None, help="torch.compile each transformer block (default: on with CUDA, off on CPU; --no-compile turns it off)")
-    seed: int = opt(0, help="random seed (data order, dropout, init of new weights)")
-    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
-            raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
-        if not 0 <= self.residual_dropout < 1:
-            raise ConfigError("residual_dropout must be in [0, 1)")
 
 
 def tokenize_sft(tok: Any, examples: list[SFTExample], max_length: int) -> list[tuple[list[int], int]]:

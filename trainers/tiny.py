@@ -6,12 +6,11 @@ is built from a config. For demos, tests and benchmarks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from trainers.config import opt
+from trainers.configs import TinyConfig
 from trainers.errors import ConfigError
 
 BUILTIN_CORPUS = """\
@@ -37,26 +36,6 @@ Red green blue yellow black white cat dog bird fish tree house car road river mo
 """
 
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"]
-
-
-@dataclass
-class TinyConfig:
-    out: str = opt(help="output folder for the model and tokenizer")
-    text: str | None = opt(None, help="plain-text file to train the tokenizer on (default: a built-in corpus)")
-    vocab_size: int = opt(384, help="tokenizer vocabulary size (BPE, byte level)")
-    hidden_size: int = opt(64, help="model width")
-    num_layers: int = opt(2, help="number of transformer layers")
-    num_heads: int = opt(4, help="attention heads")
-    intermediate_size: int = opt(128, help="MLP width")
-    max_positions: int = opt(512, help="maximum sequence length")
-    pad_equals_eos: bool = opt(False, help="use the EOS token as the padding token")
-    seed: int = opt(0, help="random seed of the weights")
-
-    def validate(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ConfigError("hidden_size must be a multiple of num_heads")
-        if self.vocab_size < 300:
-            raise ConfigError("vocab_size must be at least 300 (256 bytes + merges + specials)")
 
 
 def train_tokenizer(text: str, vocab_size: int, pad_equals_eos: bool = False):

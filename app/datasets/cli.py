@@ -17,9 +17,6 @@ datasets_cli = typer.Typer(help="Frozen datasets and labeler agreement.", no_arg
 
 
 def _factory():
-    from app.schema import import_all_models
-
-    import_all_models()  # every table's mapper, so relationships and foreign keys resolve
     return make_sessionmaker(make_engine(get_settings().database_url))
 
 

@@ -95,6 +95,9 @@ def check_request(kind: ExportKind | str, fmt: ExportFormat | str, style: str | 
         fmt = ExportFormat(fmt)
     except ValueError:
         raise InvalidInput(f"Unknown format {fmt!r}: choose one of {', '.join(f.value for f in ExportFormat)}.", field="format") from None
+    if kind == ExportKind.corpus or fmt in (ExportFormat.txt, ExportFormat.txt_gz):
+        raise InvalidInput("Pretraining corpora are uploaded as datasets, not exported: choose comparisons, pairwise, sft "
+                           "or prompts as JSONL, JSONL.gz or Parquet.", field="kind" if kind == ExportKind.corpus else "format")
     style = style or default_style(kind)
     if style not in STYLES[kind]:
         raise InvalidInput(f"The {kind.value} export has no style {style!r}: choose {', '.join(STYLES[kind])}.", field="style")

@@ -16,12 +16,15 @@ class ExportKind(enum.StrEnum):
     pairwise = "pairwise"
     sft = "sft"
     prompts = "prompts"
+    corpus = "corpus"  # uploaded pretraining text (.txt, .txt.gz or JSONL 'text' rows) for PPO-ptx
 
 
 class ExportFormat(enum.StrEnum):
     jsonl = "jsonl"
     jsonl_gz = "jsonl.gz"
     parquet = "parquet"
+    txt = "txt"  # corpus datasets only
+    txt_gz = "txt.gz"
 
 
 class Dataset(Base):

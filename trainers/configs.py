@@ -1,0 +1,167 @@
+"""Every trainer's options as a typed dataclass, importable without torch.
+
+The trainers read them (``python -m trainers KIND`` builds one flag per field), and the web app
+validates a run's options with the same classes (``trainers.config.build_config``) when the run
+is created, so a bad option is refused at once instead of failing minutes later on a worker.
+Each field carries its help text; a field without a default is required.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainers.config import opt
+from trainers.errors import ConfigError
+
+@dataclass
+class TinyConfig:
+    out: str = opt(help="output folder for the model and tokenizer")
+    text: str | None = opt(None, help="plain-text file to train the tokenizer on (default: a built-in corpus)")
+    vocab_size: int = opt(384, help="tokenizer vocabulary size (BPE, byte level)")
+    hidden_size: int = opt(64, help="model width")
+    num_layers: int = opt(2, help="number of transformer layers")
+    num_heads: int = opt(4, help="attention heads")
+    intermediate_size: int = opt(128, help="MLP width")
+    max_positions: int = opt(512, help="maximum sequence length")
+    pad_equals_eos: bool = opt(False, help="use the EOS token as the padding token")
+    seed: int = opt(0, help="random seed of the weights")
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError("hidden_size must be a multiple of num_heads")
+        if self.vocab_size < 300:
+            raise ConfigError("vocab_size must be at least 300 (256 bytes + merges + specials)")
+
+@dataclass
+class SFTConfig:
+    model: str = opt(help="causal LM folder or hub name to start from")
+    data: str = opt(help="SFT rows (prompt/completion or messages): .jsonl, .jsonl.gz or .parquet")
+    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
+    valid_data: str | None = opt(None, help="validation SFT rows (default: rows with split valid/test, else valid_fraction)")
+    valid_fraction: float = opt(0.1, help="share of rows held out for validation when no split is given")
+    reward_model: str | None = opt(None, help="RM folder: keep the epoch whose greedy validation responses score best")
+    epochs: int = opt(3, help="passes over the training rows")
+    batch_size: int = opt(8, help="sequences per optimiser step (global, over all processes)")
+    micro_batch_size: int = opt(8, help="sequences per forward pass on each process (gradient accumulation)")
+    lr: float = opt(1e-4, help="peak learning rate (AdamW)")
+    final_lr_ratio: float = opt(0.1, help="cosine decay ends at this fraction of lr")
+    warmup_steps: int = opt(0, help="linear warm-up steps")
+    weight_decay: float = opt(0.0, help="AdamW weight decay")
+    residual_dropout: float = opt(0.0, help="dropout on attention/MLP outputs before the residual add (paper: 0.2)")
+    grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
+    max_length: int = opt(512, help="maximum tokens of prompt + response")
+    max_steps: int = opt(0, help="stop after this many optimiser steps (0 = all epochs); the schedule still spans all epochs")
+    save_every: int = opt(0, help="also checkpoint every N steps (0 = at epoch ends only)")
+    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
+    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
+    valid_max_new_tokens: int = opt(64, help="response length for the validation RM score")
+    gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass to save memory")
+    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    compile: bool | None = opt(None, help="torch.compile each transformer block (default: on with CUDA, off on CPU; --no-compile turns it off)")
+    seed: int = opt(0, help="random seed (data order, dropout, init of new weights)")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
+        if not 0 <= self.residual_dropout < 1:
+            raise ConfigError("residual_dropout must be in [0, 1)")
+
+@dataclass
+class RMConfig:
+    model: str = opt(help="backbone: causal LM folder (SFT model), RM folder, or encoder (e.g. MiniLM) folder")
+    data: str = opt(help="native comparison rows or pairwise rows: .jsonl, .jsonl.gz or .parquet")
+    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
+    valid_data: str | None = opt(None, help="held-out comparisons (default: rows with split valid/test, else valid_fraction)")
+    valid_fraction: float = opt(0.1, help="share of prompts held out when no split is given")
+    demonstrations: str | None = opt(None, help="SFT rows whose responses should score mean 0 after training")
+    epochs: int = opt(1, help="passes over the prompts (paper: 1)")
+    batch_size: int = opt(8, help="prompts (ranking groups) per optimiser step, global")
+    micro_batch_size: int = opt(8, help="prompts per forward pass on each process; all K completions of one prompt share a pass")
+    lr: float = opt(1e-5, help="peak learning rate (AdamW)")
+    final_lr_ratio: float = opt(0.1, help="cosine decay ends at this fraction of lr")
+    warmup_steps: int = opt(0, help="linear warm-up steps")
+    weight_decay: float = opt(0.0, help="AdamW weight decay")
+    grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
+    max_length: int = opt(512, help="maximum tokens of prompt + completion")
+    max_steps: int = opt(0, help="stop after this many steps (0 = all epochs)")
+    eval_every: int = opt(0, help="also evaluate every N steps (0 = at epoch ends)")
+    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
+    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
+    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    compile: bool = opt(False, help="torch.compile the model (faster steps on GPU after a compile warm-up)")
+    seed: int = opt(0, help="random seed")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
+
+@dataclass
+class PPOConfig:
+    policy: str = opt(help="SFT model folder: the policy and the frozen reference start from it")
+    prompts: str = opt(help="prompt rows (docs/formats.md 'prompts'); rows with split valid/test are held out for eval")
+    out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
+    reward_model: str | None = opt(None, help="RM folder (required on the command line)")
+    pretrain_data: str | None = opt(None, help="pretraining text for the ptx term: rows with 'text', or SFT rows")
+    value_model: str | None = opt(None, help="value model start (default: the RM when it is a decoder with the policy's vocabulary, else the policy)")
+    steps: int = opt(100, help="PPO iterations (rollout + update)")
+    max_steps: int = opt(0, help="stop after this many iterations (0 = all); for interrupted runs")
+    rollout_batch_size: int = opt(16, help="prompts sampled per iteration (global)")
+    generation_batch_size: int = opt(16, help="prompts per generate() call on each process")
+    minibatch_size: int = opt(8, help="episodes per optimiser step (global)")
+    ppo_epochs: int = opt(2, help="passes over each rollout")
+    lr: float = opt(1e-5, help="policy learning rate (AdamW, constant after warm-up)")
+    value_lr: float = opt(1e-5, help="value model learning rate")
+    warmup_steps: int = opt(0, help="linear warm-up (optimiser steps)")
+    kl_coef: float = opt(0.02, help="beta: per-token KL penalty coefficient")
+    ptx_coef: float = opt(27.8, help="gamma: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)")
+    ptx_batch_size: int = opt(8, help="pretraining sequences per optimiser step (global)")
+    ptx_max_length: int = opt(256, help="pretraining sequence length")
+    gamma: float = opt(1.0, help="discount of GAE")
+    lam: float = opt(0.95, help="lambda of GAE")
+    clip_range: float = opt(0.2, help="policy ratio clip")
+    value_clip: float = opt(0.2, help="value clip around the rollout values")
+    vf_coef: float = opt(1.0, help="value loss weight")
+    grad_clip: float = opt(1.0, help="gradient norm clip per model (0 = off)")
+    temperature: float = opt(1.0, help="sampling temperature; log-probs are recomputed at it; no top-k/top-p")
+    max_new_tokens: int = opt(64, help="response length limit; a response cut here has no EOS")
+    max_prompt_length: int = opt(256, help="prompts are cut from the left to this many tokens")
+    missing_eos_penalty: float | None = opt(None, help="subtract this from the score of a response without EOS (default: score it as is)")
+    ema_decay: float = opt(0.0, help="EMA of the policy weights, saved as the final model (0 = off; paper 0.992)")
+    valid_fraction: float = opt(0.0, help="share of prompts held out for eval/reward when no split is given")
+    eval_every: int = opt(0, help="evaluate held-out reward and pretraining loss every N iterations (0 = start and end)")
+    eval_prompts: int = opt(64, help="held-out prompts used per evaluation")
+    save_every: int = opt(0, help="checkpoint every N iterations (0 = at the end only)")
+    keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
+    resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
+    dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    seed: int = opt(0, help="random seed")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
+
+    def validate(self) -> None:
+        if self.ptx_coef > 0 and not self.pretrain_data:
+            raise ConfigError("ptx_coef > 0 needs --pretrain-data (or set --ptx-coef 0 for plain PPO)")
+        if self.rollout_batch_size % self.minibatch_size:
+            raise ConfigError("rollout_batch_size must be a multiple of minibatch_size")
+
+@dataclass
+class GenerateConfig:
+    model: str = opt(help="causal LM folder or hub name")
+    prompts: str = opt(help="prompts file (.jsonl, .jsonl.gz, .parquet; docs/formats.md 'prompts')")
+    out: str = opt(help="completions file to write (.jsonl or .jsonl.gz)")
+    k: int = opt(4, help="samples per prompt")
+    max_new_tokens: int = opt(128, help="maximum response length in tokens")
+    temperature: float = opt(1.0, help="sampling temperature (0 = greedy); no top-k/top-p")
+    batch_size: int = opt(16, help="prompts per generation batch")
+    max_prompt_length: int = opt(512, help="prompts are cut from the left to this many tokens")
+    model_name: str | None = opt(None, help="name written in the 'model' column (default: the folder name)")
+    seed: int = opt(0, help="random seed")
+    dtype: str = opt("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    skip_bad_rows: bool = opt(False, help="skip malformed prompt rows (counted) instead of stopping")
+
+    def validate(self) -> None:
+        if self.k < 1:
+            raise ConfigError("k must be at least 1")
+        if not self.out.endswith((".jsonl", ".jsonl.gz")):
+            raise ConfigError("--out must end with .jsonl or .jsonl.gz")
