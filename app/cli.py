@@ -127,10 +127,12 @@ def demo(
 def _register_domain_commands() -> None:
     from app.datasets.cli import register as register_datasets
     from app.labeling.cli import register as register_labeling
+    from app.registry.cli import register_commands as register_models
     from app.runs.cli import register as register_runs
     from app.users.cli import register as register_users
 
     register_users(cli)
+    register_models(cli)
     register_runs(cli)
     register_labeling(cli)
     register_datasets(cli)

@@ -28,6 +28,8 @@ from app.labeling import pages as labeling_pages
 from app.labeling import routes as labeling_routes
 from app.prompts import pages as prompts_pages
 from app.prompts import routes as prompts_routes
+from app.registry import pages as registry_pages
+from app.registry import routes as registry_routes
 from app.runs import pages as runs_pages
 from app.runs import routes as runs_routes
 from app.users import pages as users_pages
@@ -43,6 +45,8 @@ ROUTERS = [
     labeling_routes.router,
     labeling_pages.router,
     labeling_admin_pages.router,
+    registry_routes.router,
+    registry_pages.router,
     runs_routes.router,
     runs_pages.router,
     datasets_routes.router,

@@ -167,3 +167,36 @@ def expire_lease(db: Session, assignment_id: int, *, minutes_ago: int = 1) -> No
     if task.leased_until is not None and task.leased_until > row.expires_at:
         task.leased_until = row.expires_at
     db.flush()
+
+
+# --- registry and frozen datasets (issue 9) ------------------------------------------------------
+
+def make_model_folder(path) -> str:
+    """A folder that looks like a transformers model to the registry (config.json only)."""
+    from pathlib import Path
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    (Path(path) / "config.json").write_text('{"model_type": "llama"}')
+    return str(path)
+
+
+def make_model(db: Session, settings, *, kind: str = "base", name: str | None = None):
+    """A registered model whose folder exists under the artifact directory."""
+    from app.registry import service as registry
+
+    name = name or f"{kind}-model-{next(_seq)}"
+    make_model_folder(settings.artifact_dir / "models" / name)
+    model = registry.register_model(db, settings, name=name, path=f"models/{name}")
+    if kind != "base":
+        from app.registry.models import ModelKind
+
+        model.kind = ModelKind(kind)
+        db.flush()
+    return model
+
+
+def make_frozen(db: Session, settings, kind: str = "sft", *, name: str | None = None):
+    """A frozen dataset of the current labels (an empty export is a valid dataset too)."""
+    from app.datasets import frozen
+
+    return frozen.freeze(db, settings, kind=kind, name=name or f"{kind}-{next(_seq)}")

@@ -99,6 +99,19 @@ def list_datasets() -> None:
             typer.echo(f"{d.id:>5}  {d.kind.value:<12} {d.format.value:<9} {d.row_count:>9} rows  {d.sha256[:12]}  {d.name}")
 
 
+@datasets_cli.command("add-corpus")
+def add_corpus(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help=".txt, .txt.gz, .jsonl or .jsonl.gz"),
+    name: str = typer.Option(None, "--name", help="Dataset name (default: the file name)"),
+) -> None:
+    """Keep a pretraining corpus as a dataset for PPO-ptx runs (documents: blank-line separated)."""
+    from app.datasets import frozen
+
+    with unit_of_work(_factory()) as db, file.open("rb") as fh:
+        ds = frozen.store_corpus(db, get_settings(), name=name or "", filename=file.name, stream=fh)
+        typer.echo(f"dataset {ds.id} '{ds.name}': corpus of {ds.row_count} documents, sha256 {ds.sha256}")
+
+
 @datasets_cli.command("agreement")
 def agreement(batch: str = typer.Option(None, "--batch", help="Batch name or id")) -> None:
     """Inter-annotator agreement as JSON."""

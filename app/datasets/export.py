@@ -77,6 +77,11 @@ ARROW_SCHEMAS: dict[tuple[ExportKind, str], pa.Schema] = {
 }
 
 
+# What can be exported (corpora are uploaded, never exported).
+EXPORT_KINDS = [k for k in ExportKind if k != ExportKind.corpus]
+EXPORT_FORMATS = [ExportFormat.jsonl, ExportFormat.jsonl_gz, ExportFormat.parquet]
+
+
 def columns(kind: ExportKind, style: str) -> list[str]:
     return ARROW_SCHEMAS[(kind, style)].names
 
@@ -428,12 +433,14 @@ def iter_export(
 
 
 def suffix(fmt: ExportFormat) -> str:
-    return {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "parquet": ".parquet"}[ExportFormat(fmt).value]
+    return {"jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz", "parquet": ".parquet", "txt": ".txt",
+            "txt.gz": ".txt.gz"}[ExportFormat(fmt).value]
 
 
 def media_type(fmt: ExportFormat) -> str:
     return {
         "jsonl": "application/x-ndjson", "jsonl.gz": "application/gzip", "parquet": "application/vnd.apache.parquet",
+        "txt": "text/plain; charset=utf-8", "txt.gz": "application/gzip",
     }[ExportFormat(fmt).value]
 
 

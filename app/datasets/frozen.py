@@ -7,10 +7,14 @@ agreement at that time. A training run names the dataset; the hash ties it to th
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +26,7 @@ from app.datasets.agreement import manifest_summary
 from app.datasets.models import Dataset, ExportFormat, ExportKind
 from app.datasets.schemas import ExportFilters
 from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -79,6 +83,83 @@ def freeze(
     audit.record(db, actor.id if actor else None, "datasets.freeze", "dataset", ds.id, f"{name} {kind.value} rows={stats.rows} sha256={digest[:12]}")
     db.flush()
     return ds
+
+
+CORPUS_SUFFIXES = {".txt": ExportFormat.txt, ".txt.gz": ExportFormat.txt_gz, ".jsonl": ExportFormat.jsonl,
+                   ".jsonl.gz": ExportFormat.jsonl_gz}
+MAX_CORPUS_BYTES = 2 * 1024**3
+
+
+def corpus_format(filename: str) -> tuple[str, ExportFormat]:
+    name = filename.lower()
+    for suffix in sorted(CORPUS_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix, CORPUS_SUFFIXES[suffix]
+    raise InvalidInput(f"{filename or 'the file'}: a corpus is a .txt, .txt.gz, .jsonl or .jsonl.gz file.", field="file")
+
+
+def store_corpus(db: Session, settings: Settings, *, name: str, filename: str, stream: BinaryIO, actor=None) -> Dataset:
+    """Keep an uploaded pretraining corpus as a dataset (kind corpus) that PPO-ptx runs can pick:
+    copied into the artifact directory in chunks, hashed, its documents counted (plain text:
+    separated by blank lines; JSONL: one row each). Nothing is kept when the file is refused."""
+    name = (name or "").strip() or Path(filename or "corpus").name.split(".")[0]
+    if db.scalar(select(Dataset.id).where(Dataset.name == name)):
+        raise Conflict(f"A dataset named {name!r} already exists; choose another name.", field="name")
+    suffix, fmt = corpus_format(filename)
+    now = utcnow()
+    ds = Dataset(name=name, kind=ExportKind.corpus, format=fmt, style="plain", filters={}, sha256="", path="",
+                 schema_version=export.SCHEMA_VERSION, created_by_id=actor.id if actor else None, created_at=now, manifest={})
+    db.add(ds)
+    db.flush()
+    rel = Path("datasets") / f"{ds.id:06d}-{_slug(name)}" / f"corpus{suffix}"
+    target = Path(settings.artifact_dir) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with target.open("wb") as out:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                size += len(chunk)
+                if size > MAX_CORPUS_BYTES:
+                    raise InvalidInput(f"The corpus is larger than {MAX_CORPUS_BYTES // 1024**3} GiB.", field="file")
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise InvalidInput("The file is empty.", field="file")
+        documents = count_documents(target, suffix)
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    ds.row_count, ds.size_bytes, ds.sha256, ds.path = documents, size, digest.hexdigest(), str(rel)
+    ds.manifest = {"dataset_id": ds.id, "name": name, "kind": "corpus", "format": fmt.value, "file": rel.name,
+                   "source_file": filename, "documents": documents, "sha256": ds.sha256, "size_bytes": size,
+                   "created_at": now.isoformat(), "created_by": actor.username if actor else None}
+    (target.parent / "manifest.json").write_text(json.dumps(ds.manifest, indent=2, sort_keys=True) + "\n")
+    audit.record(db, actor.id if actor else None, "datasets.corpus", "dataset", ds.id, f"{name} documents={documents} sha256={ds.sha256[:12]}")
+    db.flush()
+    return ds
+
+
+def count_documents(path: Path, suffix: str) -> int:
+    """Documents in a corpus file, read as UTF-8: plain text counts runs of non-blank lines,
+    JSONL counts non-blank lines. A file that is not UTF-8 (or not gzip, for .gz) is refused."""
+    opener = (lambda: gzip.open(path, "rt", encoding="utf-8")) if suffix.endswith(".gz") else (lambda: path.open("r", encoding="utf-8"))
+    documents, in_document, lineno = 0, False, 0
+    try:
+        with opener() as fh:
+            for lineno, line in enumerate(fh, start=1):
+                blank = not line.strip()
+                if suffix.startswith(".jsonl"):
+                    documents += not blank
+                else:
+                    documents += (not blank and not in_document)
+                    in_document = not blank
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path.name}: not UTF-8 text (near line {lineno + 1}).", field="file") from None
+    except (OSError, EOFError) as exc:
+        raise InvalidInput(f"{path.name}: cannot read the file ({exc}).", field="file") from None
+    if documents == 0:
+        raise InvalidInput("The corpus has no text.", field="file")
+    return documents
 
 
 def list_datasets(db: Session) -> Sequence[Dataset]:

@@ -14,7 +14,6 @@ from app.datasets import frozen
 from app.datasets.agreement import agreement_report, flag_rates, throughput
 from app.datasets.imports import KINDS as IMPORT_KINDS
 from app.datasets.imports import import_file
-from app.datasets.models import ExportFormat, ExportKind
 from app.datasets.routes import FiltersDep, _blank, read_upload, stream_export
 from app.datasets.schemas import ExportFilters
 from app.deps import RequireRole, SessionDep, SettingsDep
@@ -34,7 +33,7 @@ def _datasets_page(request: Request, db, *, error: str | None = None, form: dict
     batches = db.scalars(select(Batch.name).order_by(Batch.id.desc()).limit(200)).all()
     return render(
         request, "datasets/list.html",
-        {"datasets": frozen.list_datasets(db), "kinds": list(ExportKind), "formats": list(ExportFormat),
+        {"datasets": frozen.list_datasets(db), "kinds": exporter.EXPORT_KINDS, "formats": exporter.EXPORT_FORMATS,
          "styles": exporter.STYLES, "batches": batches, "error": error, "form": form or {}},
         status_code=status_code,
     )
@@ -52,6 +51,19 @@ def datasets_download(
 ):
     """The page's download button: the same stream as the API."""
     return stream_export(request, kind, format, _blank(style), filters, settings)
+
+
+@router.post("/datasets/corpus")
+def datasets_upload_corpus(
+    request: Request, db: SessionDep, settings: SettingsDep, admin: Admin,
+    file: Annotated[UploadFile, File()], name: Annotated[str, Form(max_length=200)] = "",
+):
+    try:
+        ds = frozen.store_corpus(db, settings, name=name, filename=file.filename or "", stream=file.file, actor=admin)
+    except AppError as exc:
+        db.rollback()
+        return _datasets_page(request, db, error=exc.message, form={"name": name}, status_code=exc.status_code)
+    return RedirectResponse(f"/datasets/{ds.id}", status_code=303)
 
 
 @router.post("/datasets/freeze")

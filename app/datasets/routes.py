@@ -95,6 +95,15 @@ def api_freeze(body: FreezeRequest, db: SessionDep, settings: SettingsDep, user:
                          name=body.name, actor=user)
 
 
+@router.post("/datasets/corpus", response_model=DatasetOut, status_code=201)
+def api_upload_corpus(
+    db: SessionDep, settings: SettingsDep, admin: Admin, file: Annotated[UploadFile, File()],
+    name: Annotated[str | None, Query(max_length=200)] = None,
+):
+    """Upload a pretraining corpus (.txt, .txt.gz or JSONL 'text' rows) for PPO-ptx runs."""
+    return frozen.store_corpus(db, settings, name=_blank(name) or "", filename=file.filename or "", stream=file.file, actor=admin)
+
+
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 def api_get_dataset(dataset_id: int, db: SessionDep, user: Researcher):
     return frozen.get_dataset(db, dataset_id)

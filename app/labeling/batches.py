@@ -62,13 +62,19 @@ def _validate(db: Session, o: BatchOptions) -> None:
         raise InvalidInput("The task limit must be at least 1.", field="limit")
 
 
-def create_batch(db: Session, options: BatchOptions, *, actor: User | None = None, prompt_ids: list[int] | None = None) -> Batch:
+def create_batch(
+    db: Session, options: BatchOptions, *, actor: User | None = None, prompt_ids: list[int] | None = None,
+    items: dict[int, list[int]] | None = None,
+) -> Batch:
     """A batch of tasks. Demonstration: one task per active prompt. Ranking: one task per prompt
-    with at least K completions (the first K). A share of tasks, chosen by a seeded shuffle,
+    with at least K completions (the first K), or, with ``items``, exactly the completions given
+    per prompt (a generate run's mix of models). A share of tasks, chosen by a seeded shuffle,
     needs ``overlap_count`` labelers; the rest one."""
     o = options
     _validate(db, o)
-    if o.kind == TaskKind.demonstration:
+    if items is not None:
+        chosen = [(pid, cids[: o.k]) for pid, cids in items.items() if len(cids) >= (o.k or 0)]
+    elif o.kind == TaskKind.demonstration:
         q = select(Prompt.id).where(Prompt.status == PromptStatus.active).order_by(Prompt.id)
         if prompt_ids is not None:
             q = q.where(Prompt.id.in_(prompt_ids))

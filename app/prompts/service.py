@@ -295,6 +295,7 @@ class CompletionImportSummary:
     duplicates: int = 0
     scrubbed: int = 0
     prompts: int = 0
+    completion_ids: list[int] = field(default_factory=list)  # the new rows, in file order
 
     def lines(self) -> list[str]:
         return [
@@ -305,7 +306,12 @@ class CompletionImportSummary:
 
 def import_completions(db: Session, records: Iterable[dict], *, settings: Settings, actor=None) -> CompletionImportSummary:
     """Import completions (docs/formats.md 'completions'), all-or-nothing. A prompt is found by
-    ``prompt_id`` or else by its text (matched after scrubbing and normalising)."""
+    ``prompt_id`` or else by its text (matched after scrubbing and normalising). A ``model``
+    name links each completion to the registry: a registered model of that name, or else a new
+    external model."""
+    from app.registry.service import external_model
+
+    models: dict[str, int] = {}
     summary = CompletionImportSummary()
     by_hash: dict[str, int] = {}
     seen: set[tuple[int, str]] = set()
@@ -357,16 +363,20 @@ def import_completions(db: Session, records: Iterable[dict], *, settings: Settin
             continue
         seen.add(key)
         prompt_ids.add(prompt_id)
+        model_name = str(model).strip()[:200] if model not in (None, "") else None
+        if model_name and model_name not in models:
+            models[model_name] = external_model(db, model_name).id
         summary.scrubbed += bool(kinds)
         rows.append(
             Completion(
-                prompt_id=prompt_id, text=clean, model_name=str(model)[:200] if model else None,
+                prompt_id=prompt_id, text=clean, model_name=model_name, model_id=models.get(model_name),
                 settings=settings_obj, content_hash=digest,
             )
         )
     db.add_all(rows)
     db.flush()
     summary.imported = len(rows)
+    summary.completion_ids = [c.id for c in rows]
     summary.prompts = len(prompt_ids)
     audit.record(db, actor.id if actor else None, "completions.import", "completion", None,
                  f"read={summary.read} imported={summary.imported}")

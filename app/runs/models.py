@@ -47,6 +47,10 @@ class Run(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     output_dir: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    # The name the run's output model is registered under (sft, rm, ppo, init-tiny runs).
+    output_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # A generate run's prompt selection and ranking-batch settings (app/runs/specs.GenerationPlan).
+    generation: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # A generate run that built a ranking batch from its samples.
     output_batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id", ondelete="SET NULL"), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")  # last log lines or the failure reason

@@ -1,17 +1,21 @@
-"""HTML pages for runs: the queue with live progress bars, one run with live charts and its log."""
+"""HTML pages for runs: the queue with live progress bars, a form per run kind built from the
+trainer's config dataclass, and one run with its inputs, live charts and log."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
 
-from app.deps import RequireRole, SessionDep
-from app.errors import AppError
-from app.runs import service
+from app.datasets import frozen
+from app.deps import RequireRole, SessionDep, SettingsDep
+from app.errors import AppError, InvalidInput
+from app.registry import service as registry
+from app.runs import planning, service
 from app.runs.models import RunKind
+from app.runs.specs import SPECS, GenerationPlan
 from app.users.models import Role
 from app.web import render
 
@@ -20,46 +24,78 @@ Admin = RequireRole(Role.admin)
 Watcher = RequireRole(Role.admin, Role.researcher)
 
 
-def _list_page(request: Request, db, *, error: str | None = None, form: dict | None = None, status_code: int = 200):
-    return render(
-        request, "runs/list.html",
-        {"runs": service.list_runs(db), "kinds": list(RunKind), "error": error, "form": form or {}},
-        status_code=status_code,
-    )
-
-
 @router.get("/runs")
 def runs_page(request: Request, db: SessionDep, user: Watcher):
-    return _list_page(request, db)
+    return render(request, "runs/list.html", {"runs": service.list_runs(db), "specs": SPECS})
+
+
+def _choices(db: Session, spec) -> dict[str, list]:
+    """Per input, the registered models or frozen datasets of the kinds it accepts."""
+    datasets = frozen.list_datasets(db)
+    out = {}
+    for item in spec.inputs:
+        if item.is_model:
+            out[item.role] = [m for m in registry.list_models(db, item.model_kinds) if m.path]
+        else:
+            out[item.role] = [d for d in datasets if d.kind in item.dataset_kinds]
+    return out
+
+
+def _form_page(request: Request, db: Session, kind: str, form: dict, *, error: AppError | None = None, status_code: int = 200):
+    spec = planning.spec_for(kind)
+    plan_fields = GenerationPlan.model_json_schema()["properties"] if spec.kind == RunKind.generate else {}
+    return render(request, "runs/new.html", {
+        "spec": spec, "specs": SPECS, "choices": _choices(db, spec), "options": spec.option_fields(), "plan_fields": plan_fields,
+        "plan_defaults": GenerationPlan().model_dump(mode="json"), "form": form,
+        "error": error.message if error else None, "error_field": error.field if error else None,
+    }, status_code=status_code)
+
+
+@router.get("/runs/new")
+def new_run_page(request: Request, db: SessionDep, admin: Admin, kind: str = "sft"):
+    """The run form; query parameters preselect inputs (``/runs/new?kind=rm&model=3``), as a
+    model page's "next step" links do."""
+    form = {"inputs": {k: v for k, v in request.query_params.multi_items() if k != "kind"}}
+    many = {k: request.query_params.getlist(k) for k in request.query_params if k != "kind"}
+    form["inputs"].update({k: v for k, v in many.items() if len(v) > 1})
+    return _form_page(request, db, kind, form)
 
 
 @router.post("/runs")
-def runs_create(
-    request: Request,
-    db: SessionDep,
-    admin: Admin,
-    kind: Annotated[str, Form()],
-    name: Annotated[str, Form(max_length=200)] = "",
-    config: Annotated[str, Form(max_length=100_000)] = "{}",
-    gpus: Annotated[int, Form(ge=0, le=64)] = 0,
-):
-    form = {"kind": kind, "name": name, "config": config, "gpus": gpus}
+async def runs_create(request: Request, db: SessionDep, settings: SettingsDep, admin: Admin):
+    data = await request.form()
+    kind = str(data.get("kind", ""))
+    spec = planning.spec_for(kind)
+    inputs: dict = {}
+    for item in spec.inputs:
+        values = [v for v in data.getlist(f"input.{item.role}") if isinstance(v, str) and v.strip()]
+        if values:
+            inputs[item.role] = values if item.many else values[0]
+    options = {k[4:]: v for k, v in data.multi_items() if k.startswith("opt.") and isinstance(v, str) and v.strip() != ""}
+    form = {"name": data.get("name", ""), "gpus": data.get("gpus", "0"), "output_name": data.get("output_name", ""),
+            "inputs": inputs, "options": options}
     try:
         try:
-            options = json.loads(config or "{}")
-        except json.JSONDecodeError as exc:
-            raise service.InvalidInput(f"Config is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).", field="config") from None
-        run = service.create_run(db, kind=kind, name=name, config=options, gpus=gpus, actor=admin)
+            gpus = int(str(form["gpus"] or 0))
+        except ValueError:
+            raise InvalidInput("GPUs must be a whole number.", field="gpus") from None
+        run = planning.launch_run(db, settings, planning.RunRequest(
+            kind=kind, name=str(form["name"])[:200], inputs=inputs, options=options, gpus=gpus,
+            output_name=str(form["output_name"]) or None), actor=admin)
     except AppError as exc:
         db.rollback()
-        return _list_page(request, db, error=exc.message, form=form, status_code=exc.status_code)
+        return _form_page(request, db, kind, form, error=exc, status_code=exc.status_code)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
 
 @router.get("/runs/{run_id}")
 def run_page(run_id: int, request: Request, db: SessionDep, user: Watcher):
     run = service.get_run(db, run_id)
-    return render(request, "runs/detail.html", {"run": run, "config_json": json.dumps(run.config, indent=2)})
+    return render(request, "runs/detail.html", {
+        "run": run, "config_json": json.dumps(run.config, indent=2), "inputs": planning.run_inputs(db, run.id),
+        "output_model": planning.output_model(db, run.id),
+        "generation_json": json.dumps(run.generation, indent=2) if run.generation else None,
+    })
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -5,7 +5,8 @@
 - model_metrics: one headline number per model and name (validation loss, RM accuracy, reward, KL).
 - run_inputs: the registered models and frozen datasets a run was launched from, per trainer
   option, with the dataset sha256 checked at claim time.
-- runs.output_batch_id: the ranking batch a generate run built.
+- runs.output_name, runs.generation, runs.output_batch_id: the name its model is registered
+  under; a generate run's prompt selection and batch settings, and the ranking batch it built.
 - workers: live `rlhf worker` processes (run pages say when none is alive).
 - run_metrics: (run_id, name, step) unique, so a resumed trainer's re-logged steps replace
   their earlier rows (existing duplicates keep their newest row).
@@ -92,6 +93,8 @@ def upgrade() -> None:
         batch_op.create_unique_constraint('uq_run_metrics_run_name_step', ['run_id', 'name', 'step'])
 
     with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('output_name', sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column('generation', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('output_batch_id', sa.Integer(), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_runs_output_batch_id_batches'), 'batches', ['output_batch_id'], ['id'], ondelete='SET NULL')
 
@@ -103,6 +106,8 @@ def downgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_runs_output_batch_id_batches'), type_='foreignkey')
         batch_op.drop_column('output_batch_id')
+        batch_op.drop_column('generation')
+        batch_op.drop_column('output_name')
 
     with op.batch_alter_table('run_metrics', schema=None) as batch_op:
         batch_op.drop_constraint('uq_run_metrics_run_name_step', type_='unique')
