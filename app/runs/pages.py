@@ -95,6 +95,7 @@ def run_page(run_id: int, request: Request, db: SessionDep, user: Watcher):
         "run": run, "config_json": json.dumps(run.config, indent=2), "inputs": planning.run_inputs(db, run.id),
         "output_model": planning.output_model(db, run.id),
         "generation_json": json.dumps(run.generation, indent=2) if run.generation else None,
+        "worker_notice": service.worker_notice(db),
     })
 
 
