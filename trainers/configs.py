@@ -9,6 +9,7 @@ Each field carries its help text; a field without a default is required.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from trainers.config import opt
 from trainers.errors import ConfigError
@@ -103,7 +104,7 @@ class PPOConfig:
     prompts: str = opt(help="prompt rows (docs/formats.md 'prompts'); rows with split valid/test are held out for eval")
     out: str = opt(help="run folder: config.json, metrics.jsonl, checkpoints/, model/")
     reward_model: str | None = opt(None, help="RM folder (required on the command line)")
-    pretrain_data: str | None = opt(None, help="pretraining text for the ptx term: rows with 'text', or SFT rows")
+    pretrain_data: str | None = opt(None, help="pretraining text for the ptx term (docs/formats.md 'pretraining text'): a UTF-8 .txt or .txt.gz corpus, documents separated by blank lines, or .jsonl/.jsonl.gz/.parquet rows with 'text' (or SFT rows), one document per row")
     value_model: str | None = opt(None, help="value model start (default: the RM when it is a decoder with the policy's vocabulary, else the policy)")
     steps: int = opt(100, help="PPO iterations (rollout + update)")
     max_steps: int = opt(0, help="stop after this many iterations (0 = all); for interrupted runs")
@@ -117,7 +118,7 @@ class PPOConfig:
     kl_coef: float = opt(0.02, help="beta: per-token KL penalty coefficient")
     ptx_coef: float = opt(27.8, help="gamma: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)")
     ptx_batch_size: int = opt(8, help="pretraining sequences per optimiser step (global)")
-    ptx_max_length: int = opt(256, help="pretraining sequence length")
+    ptx_max_length: int = opt(256, help="pretraining sequence length: each document is cut to its first N tokens (the rest is dropped; no packing)")
     gamma: float = opt(1.0, help="discount of GAE")
     lam: float = opt(0.95, help="lambda of GAE")
     clip_range: float = opt(0.2, help="policy ratio clip")
@@ -147,7 +148,7 @@ class PPOConfig:
 
 @dataclass
 class GenerateConfig:
-    model: str = opt(help="causal LM folder or hub name")
+    model: str = opt(help="causal LM folder or hub name; several separated by commas, sampled in turn")
     prompts: str = opt(help="prompts file (.jsonl, .jsonl.gz, .parquet; docs/formats.md 'prompts')")
     out: str = opt(help="completions file to write (.jsonl or .jsonl.gz)")
     k: int = opt(4, help="samples per prompt")
@@ -155,13 +156,35 @@ class GenerateConfig:
     temperature: float = opt(1.0, help="sampling temperature (0 = greedy); no top-k/top-p")
     batch_size: int = opt(16, help="prompts per generation batch")
     max_prompt_length: int = opt(512, help="prompts are cut from the left to this many tokens")
-    model_name: str | None = opt(None, help="name written in the 'model' column (default: the folder name)")
+    model_name: str | None = opt(None, help="name(s) written in the 'model' column, comma-separated, one per model (default: each folder's name)")
     seed: int = opt(0, help="random seed")
     dtype: str = opt("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
     skip_bad_rows: bool = opt(False, help="skip malformed prompt rows (counted) instead of stopping")
+
+    def models(self) -> list[str]:
+        """The model folders / hub names of ``model``, in order."""
+        return [m.strip() for m in self.model.split(",")]
+
+    def model_names(self) -> list[str]:
+        """One 'model' column value per model: ``model_name``'s entries, else each folder's name."""
+        if self.model_name and self.model_name.strip():  # "" means the default, as before
+            return [n.strip() for n in self.model_name.split(",")]
+        return [PurePath(m.rstrip("/")).name for m in self.models()]
 
     def validate(self) -> None:
         if self.k < 1:
             raise ConfigError("k must be at least 1")
         if not self.out.endswith((".jsonl", ".jsonl.gz")):
             raise ConfigError("--out must end with .jsonl or .jsonl.gz")
+        models = self.models()
+        if not all(models):
+            raise ConfigError(f"--model: an empty entry in {self.model!r} (separate models by single commas)")
+        names = self.model_names()
+        if self.model_name and self.model_name.strip() and not all(names):
+            raise ConfigError(f"--model-name: an empty entry in {self.model_name!r}")
+        if len(names) != len(models):
+            raise ConfigError(f"--model-name gives {len(names)} name(s) for {len(models)} model(s); "
+                              "give one name per model, comma-separated, in the same order")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two models would be written under the same name ({', '.join(names)}); "
+                              "give distinct names with --model-name")

@@ -1,4 +1,5 @@
-"""Reading the export formats of docs/formats.md: JSONL, gzipped JSONL and Parquet.
+"""Reading the export formats of docs/formats.md: JSONL, gzipped JSONL and Parquet (and, for
+pretraining text only, plain-text corpora: .txt and .txt.gz).
 
 Every reader checks each row and raises :class:`DataError` naming the file, the line (1-based;
 the row number for Parquet) and the field, before any training starts. With
@@ -301,6 +302,70 @@ def parse_pretrain(row: dict) -> str:
         return _str(row, "text")
     ex = parse_sft(row)
     return "\n\n".join(m["content"] for m in ex.messages)
+
+
+TEXT_SUFFIXES = (".txt", ".txt.gz")
+
+
+def is_text_corpus(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith(TEXT_SUFFIXES)
+
+
+def iter_text_documents(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(first line number, document) for a UTF-8 plain-text corpus, .txt or .txt.gz, streamed.
+
+    Documents are separated by one or more blank lines (empty, or only whitespace). A document is
+    its lines joined with "\n": line ends ("\n" or "\r\n") are dropped, everything else is kept as
+    is (indentation, trailing spaces). A UTF-8 byte order mark at the start of the file is dropped.
+    The file is read line by line, once; a line that is not UTF-8 raises DataError with its number.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    opener = (lambda: gzip.open(p, "rb")) if p.name.lower().endswith(".gz") else (lambda: p.open("rb"))  # noqa: E731
+    lines: list[str] = []
+    first = 0
+    try:
+        with opener() as fh:
+            for i, raw in enumerate(fh, start=1):
+                if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{p}:{i}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason})") from None
+                line = line.rstrip("\n")
+                if line.endswith("\r"):
+                    line = line[:-1]
+                if line.strip():
+                    if not lines:
+                        first = i
+                    lines.append(line)
+                elif lines:
+                    yield first, "\n".join(lines)
+                    lines = []
+    except (OSError, EOFError) as e:
+        raise DataError(f"{p}: cannot read file: {e}") from None
+    if lines:
+        yield first, "\n".join(lines)
+
+
+def read_pretrain(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[str], ReadReport]:
+    """Pretraining documents: one per blank-line-separated block of a .txt/.txt.gz corpus, or one per
+    row (:func:`parse_pretrain`) of a .jsonl/.jsonl.gz/.parquet file. ``skip_bad_rows`` applies to
+    rows only: a text file that is not UTF-8 is always refused."""
+    p = Path(path)
+    if not is_text_corpus(p):
+        if not p.name.lower().endswith((".parquet", ".gz", ".jsonl", ".json", ".ndjson")) and p.is_file():
+            raise DataError(f"{p}: unknown file type for pretraining text "
+                            "(expected .txt, .txt.gz, .jsonl, .jsonl.gz or .parquet)")
+        return read_file(p, parse_pretrain, skip_bad_rows)
+    report = ReadReport(str(p))
+    docs = [doc for _, doc in iter_text_documents(p)]
+    if not docs:
+        raise DataError(f"{p}: empty corpus (no text: the file is empty or holds only blank lines)")
+    report.rows = len(docs)
+    return docs, report
 
 
 def split_train_valid(items: list, valid_fraction: float, seed: int) -> tuple[list, list]:

@@ -24,8 +24,8 @@ from trainers.common import (
 )
 from trainers.config import write_config
 from trainers.configs import PPOConfig
-from trainers.data import parse_pretrain, parse_prompt, read_file, split_train_valid
-from trainers.errors import ConfigError
+from trainers.data import parse_prompt, read_file, read_pretrain, split_train_valid
+from trainers.errors import ConfigError, DataError
 from trainers.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from trainers.models import load_causal_lm, load_scalar_model, load_tokenizer, pad_batch
 from trainers.rollout import RewardFn, add_advantages, make_rollout, policy_forward, rollout_stats, value_forward
@@ -80,11 +80,21 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     prompts, report = read_file(cfg.prompts, parse_prompt, cfg.skip_bad_rows)
     train_p, valid_p = split_train_valid(prompts, cfg.valid_fraction, cfg.seed)
     valid_p = valid_p[: cfg.eval_prompts]
-    pretrain: list[str] = read_file(cfg.pretrain_data, parse_pretrain, cfg.skip_bad_rows)[0] if cfg.pretrain_data else []
+    pretrain: list[str] = []
+    pre_report = None
+    if cfg.pretrain_data:  # docs/formats.md 'pretraining text': one document per row / blank-line block
+        pretrain, pre_report = read_pretrain(cfg.pretrain_data, cfg.skip_bad_rows)
     if is_main():
         write_config(cfg, out)
     dtype = resolve_dtype(cfg.dtype, device)
     tok = load_tokenizer(cfg.policy)
+    # Each document on its own: tokenized, cut to its first ptx_max_length tokens (the rest is dropped,
+    # nothing is packed); one of under 2 tokens has no next-token target and is left out.
+    pre_ids = [ids for ids in (tok(t, add_special_tokens=True)["input_ids"][: cfg.ptx_max_length] for t in pretrain)
+               if len(ids) >= 2]
+    del pretrain
+    if cfg.pretrain_data and not pre_ids:
+        raise DataError(f"{cfg.pretrain_data}: no pretraining document of 2 tokens or more")
     score_fn, rm = _scorer(cfg, reward_fn, device)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
@@ -93,7 +103,6 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     for p in ref.parameters():
         p.requires_grad_(False)
     value = load_scalar_model(str(resume_from / "value") if resume_from else _value_source(cfg, tok, rm)).to(device).train()
-    pre_ids = [tok(t, add_special_tokens=True)["input_ids"][: cfg.ptx_max_length] for t in pretrain]
     eval_pre = pre_ids[: max(cfg.ptx_batch_size, 16)]
     d_policy = DDP(policy) if world > 1 else policy
     d_value = DDP(value) if world > 1 else value
@@ -210,6 +219,9 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     bar.close()
     result: dict[str, Any] = {"steps": step, "finished": step >= cfg.steps, "input": report.summary(),
                               "train_prompts": len(train_p), "eval_prompts": len(valid_p)}
+    if pre_report is not None:
+        result["pretrain_input"] = pre_report.summary()
+        result["pretrain_documents"] = len(pre_ids)
     if is_main() and step >= cfg.steps:
         final = out / "model"
         shutil.rmtree(final, ignore_errors=True)

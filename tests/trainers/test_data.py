@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from trainers.data import (
-    group_preferences, parse_comparison, parse_preference, parse_prompt, parse_sft, read_file, split_train_valid,
+    group_preferences, iter_text_documents, parse_comparison, parse_preference, parse_prompt, parse_sft, read_file,
+    read_pretrain, split_train_valid,
 )
 from trainers.errors import DataError
 
@@ -111,3 +112,44 @@ def test_prompt_rows_and_splits():
         parse_prompt({"prompt": "x", "prompt_id": "4"})
     train, valid = split_train_valid([p, parse_prompt({"prompt": "y"})], 0.5, 0)
     assert valid == [p] and len(train) == 1
+
+
+CORPUS = "\ufeffFirst document,\n  its second line kept as is.  \n\n\n \t \nSecond one.\r\nStill second.\r\n\r\nThird\n\n"
+DOCS = ["First document,\n  its second line kept as is.  ", "Second one.\nStill second.", "Third"]
+
+
+def test_text_corpus_splits_into_documents_at_blank_lines(tmp_path):
+    (tmp_path / "c.txt").write_bytes(CORPUS.encode("utf-8"))
+    (tmp_path / "UPPER.TXT").write_bytes(CORPUS.encode("utf-8"))
+    with gzip.open(tmp_path / "c.txt.gz", "wb") as fh:
+        fh.write(CORPUS.encode("utf-8"))
+    for name in ("c.txt", "c.txt.gz", "UPPER.TXT"):
+        docs, report = read_pretrain(tmp_path / name)
+        assert docs == DOCS, name
+        assert report.rows == 3
+    assert [line for line, _ in iter_text_documents(tmp_path / "c.txt")] == [1, 6, 9]
+    (tmp_path / "one.txt").write_text("no blank line\nat all", encoding="utf-8")
+    assert read_pretrain(tmp_path / "one.txt")[0] == ["no blank line\nat all"]
+
+
+def test_pretrain_rows_still_read_text_and_sft_rows(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"text": "plain"}, SFT[0]])
+    assert read_pretrain(path)[0] == ["plain", "Hi\n\nHello"]
+    with gzip.open(tmp_path / "p.jsonl.gz", "wt", encoding="utf-8") as fh:  # .gz that is not .txt.gz: JSONL
+        fh.write(json.dumps({"text": "zipped"}) + "\n")
+    assert read_pretrain(tmp_path / "p.jsonl.gz")[0] == ["zipped"]
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("empty.txt", b"", "empty.txt: empty corpus"),
+    ("blank.txt", b"\n  \n\t\n", "blank.txt: empty corpus"),
+    ("latin1.txt", "ok\n\ncaf\u00e9\n".encode("latin-1"), "latin1.txt:3: not UTF-8 text (byte 4 of the line"),
+    ("latin1.txt.gz", gzip.compress("caf\u00e9".encode("latin-1")), "latin1.txt.gz:1: not UTF-8 text"),
+    ("notgzip.txt.gz", b"plain text", "notgzip.txt.gz: cannot read file"),
+    ("corpus.md", b"# text", "corpus.md: unknown file type for pretraining text (expected .txt, .txt.gz"),
+])
+def test_bad_text_corpus_is_a_clear_error(tmp_path, name, data, message):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(DataError) as e:
+        read_pretrain(tmp_path / name, skip_bad_rows=True)
+    assert message in str(e.value) and str(tmp_path) in str(e.value)

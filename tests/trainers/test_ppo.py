@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from trainers.common import metric_series, read_metrics
-from trainers.errors import ConfigError
+from trainers.errors import ConfigError, DataError
 from trainers.ppo import PPOConfig, train_ppo
 
 from conftest import prompt_rows, sft_rows, write_jsonl
@@ -101,3 +101,25 @@ def test_missing_eos_is_penalised_explicitly(tiny_dir, tmp_path, ppo_data):
 def test_ptx_needs_pretraining_data(tiny_dir, tmp_path, ppo_data):
     with pytest.raises(ConfigError, match="pretrain-data"):
         _cfg(tiny_dir, tmp_path, ppo_data, "x", pretrain_data=None, ptx_coef=27.8).validate()
+
+
+def test_ptx_reads_a_plain_text_corpus_like_text_rows(tiny_dir, tmp_path, ppo_data):
+    docs = [f"{r['prompt']}\n{r['completion']}" for r in sft_rows(24, seed=3)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    rows = write_jsonl(tmp_path / "corpus.jsonl", [{"text": d} for d in docs])
+    a = _cfg(tiny_dir, tmp_path, (ppo_data[0], corpus), "txt", steps=2, ptx_coef=1.0, eval_every=0)
+    b = _cfg(tiny_dir, tmp_path, (ppo_data[0], rows), "rows", steps=2, ptx_coef=1.0, eval_every=0)
+    result = train_ppo(a, reward_fn=vowel_share)
+    assert result["pretrain_documents"] == 24 and "corpus.txt: 24 rows read" in result["pretrain_input"]
+    assert len(_series(a, "eval/ptx_loss")) == 2 and all(v > 0 for v in _series(a, "loss/ptx"))
+    train_ppo(b, reward_fn=vowel_share)
+    for name in ("loss/ptx", "eval/ptx_loss"):
+        assert _series(a, name) == pytest.approx(_series(b, name), rel=1e-5), name
+
+
+def test_pretraining_corpus_without_a_usable_document_is_refused(tiny_dir, tmp_path, ppo_data):
+    (tmp_path / "tiny.txt").write_text("a\n\nb\n", encoding="utf-8")  # one token each: no next-token target
+    with pytest.raises(DataError, match="tiny.txt: no pretraining document of 2 tokens or more"):
+        train_ppo(_cfg(tiny_dir, tmp_path, (ppo_data[0], tmp_path / "tiny.txt"), "none", steps=1, ptx_coef=1.0),
+                  reward_fn=vowel_share)
