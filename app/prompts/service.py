@@ -314,7 +314,7 @@ def import_completions(db: Session, records: Iterable[dict], *, settings: Settin
     models: dict[str, int] = {}
     summary = CompletionImportSummary()
     by_hash: dict[str, int] = {}
-    seen: set[tuple[int, str]] = set()
+    seen: set[tuple[int, str, str | None]] = set()
     rows: list[Completion] = []
     prompt_ids: set[int] = set()
     for n, record in enumerate(records, start=1):
@@ -355,15 +355,19 @@ def import_completions(db: Session, records: Iterable[dict], *, settings: Settin
             raise InvalidInput(f"{where}: 'settings' must be an object.", field="settings")
         clean, kinds = scrub(text)
         digest = content_hash(clean)
-        key = (prompt_id, digest)
+        model_name = str(model).strip()[:200] if model not in (None, "") else None
+        # A duplicate is the same text for the same prompt from the same model: another model's
+        # identical response is that model's answer too (a new policy may say what an old one said).
+        key = (prompt_id, digest, model_name)
         if key in seen or db.scalar(
-            select(Completion.id).where(Completion.prompt_id == prompt_id, Completion.content_hash == digest).limit(1)
+            select(Completion.id).where(Completion.prompt_id == prompt_id, Completion.content_hash == digest,
+                                        Completion.model_name.is_(None) if model_name is None else Completion.model_name == model_name)
+            .limit(1)
         ):
             summary.duplicates += 1
             continue
         seen.add(key)
         prompt_ids.add(prompt_id)
-        model_name = str(model).strip()[:200] if model not in (None, "") else None
         if model_name and model_name not in models:
             models[model_name] = external_model(db, model_name).id
         summary.scrubbed += bool(kinds)

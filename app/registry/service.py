@@ -164,10 +164,10 @@ class LineageNode:
     parents: list[tuple[str, LineageNode]] = field(default_factory=list)  # (role, node)
 
 
-def lineage(db: Session, model: RegisteredModel, _seen: set[int] | None = None) -> LineageNode:
-    """The model's ancestry: base -> SFT -> RM -> PPO, with the datasets each step saw."""
-    seen = _seen if _seen is not None else set()
-    seen.add(model.id)
+def lineage(db: Session, model: RegisteredModel, _path: frozenset[int] = frozenset()) -> LineageNode:
+    """The model's ancestry: base -> SFT -> RM -> PPO, with the datasets each step saw. A model
+    reached twice (PPO's policy and its RM both come from the SFT model) is shown under both."""
+    path = _path | {model.id}  # the ancestors on this branch: guards against a cycle, nothing more
     node = LineageNode(model=model, metrics=metrics_of(db, [model.id])[model.id])
     if model.run_id is None:
         return node
@@ -175,8 +175,8 @@ def lineage(db: Session, model: RegisteredModel, _seen: set[int] | None = None) 
     for item in db.scalars(select(RunInput).where(RunInput.run_id == model.run_id).order_by(RunInput.id)):
         if item.dataset_id is not None:
             node.datasets.append((item.role, db.get(Dataset, item.dataset_id), item.sha256))
-        elif item.model_id is not None and item.model_id not in seen:
-            node.parents.append((item.role, lineage(db, db.get(RegisteredModel, item.model_id), seen)))
+        elif item.model_id is not None and item.model_id not in path:
+            node.parents.append((item.role, lineage(db, db.get(RegisteredModel, item.model_id), path)))
     return node
 
 
