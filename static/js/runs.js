@@ -46,12 +46,40 @@
     return figure;
   }
 
+  // What the server would render after a reload: the output model's link once the run registered
+  // it, and no Cancel button or "no worker" notice once the run has left the queue.
+  function showOutcome(box, run) {
+    if (!LIVE[run.status]) {
+      var cancel = document.getElementById("cancel-run");
+      if (cancel) cancel.remove();
+    }
+    if (run.status !== "queued") {
+      var notice = document.getElementById("worker-notice");
+      if (notice) notice.remove();
+    }
+    if (run.output_model_id == null || document.getElementById("output-model")) return;
+    var line = document.createElement("p");
+    var link = document.createElement("a");
+    link.id = "output-model";
+    link.href = "/models/" + String(run.output_model_id);
+    link.textContent = run.output_model;
+    line.append("Output model: ", link);
+    var pending = document.getElementById("output-pending");
+    if (pending) pending.replaceWith(line);
+    else {
+      var section = document.getElementById("run-inputs");
+      var table = section && section.querySelector("table");
+      if (table) table.after(line);
+    }
+  }
+
   function refreshDetail(box) {
     var id = box.getAttribute("data-run-id");
     fetch("/api/runs/" + id, { headers: { Accept: "application/json" } }).then(function (r) { return r.json(); }).then(function (run) {
       box.querySelector(".run-status").textContent = run.status;
       box.setAttribute("data-status", run.status);
       setProgress(box, run.progress);
+      showOutcome(box, run);
       var log = document.getElementById("run-message");
       if (log) log.textContent = run.message;
       return fetch("/api/runs/" + id + "/metrics", { headers: { Accept: "application/json" } });
