@@ -23,6 +23,8 @@ from app.security import SecurityHeadersMiddleware
 from app.audit import pages as audit_pages
 from app.datasets import pages as datasets_pages
 from app.datasets import routes as datasets_routes
+from app.evals import pages as evals_pages
+from app.evals import routes as evals_routes
 from app.labeling import admin_pages as labeling_admin_pages
 from app.labeling import pages as labeling_pages
 from app.labeling import routes as labeling_routes
@@ -49,6 +51,8 @@ ROUTERS = [
     registry_pages.router,
     runs_routes.router,
     runs_pages.router,
+    evals_routes.router,
+    evals_pages.router,
     datasets_routes.router,
     datasets_pages.router,
 ]

@@ -23,8 +23,8 @@ templates.env.autoescape = True  # every template, whatever its suffix
 
 # Navigation per role: (label, url). Later domains append their entries here.
 NAV: dict[str, list[tuple[str, str]]] = {
-    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Prompts", "/admin/prompts"), ("Batches", "/admin/batches"), ("Datasets", "/datasets"), ("Import data", "/admin/datasets/import"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
-    "researcher": [("Home", "/"), ("Datasets", "/datasets"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("API tokens", "/account/tokens")],
+    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Prompts", "/admin/prompts"), ("Batches", "/admin/batches"), ("Datasets", "/datasets"), ("Import data", "/admin/datasets/import"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Evaluations", "/evals"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
+    "researcher": [("Home", "/"), ("Datasets", "/datasets"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Evaluations", "/evals"), ("API tokens", "/account/tokens")],
     "labeler": [("Home", "/"), ("Write prompts", "/labeling/write")],
 }
 

@@ -20,7 +20,7 @@ def _factory():
     return make_sessionmaker(make_engine(get_settings().database_url))
 
 
-def _filters(batch, split, since, until, group, model, min_agreement, exclude_all_bad):
+def _filters(batch, split, since, until, group, model, min_agreement, exclude_all_bad, include_evaluations=False):
     from pydantic import ValidationError
 
     from app.datasets.schemas import ExportFilters
@@ -28,7 +28,7 @@ def _filters(batch, split, since, until, group, model, min_agreement, exclude_al
     try:
         return ExportFilters(
             batch=batch, split=split, since=since, until=until, labeler_group=group, model=model,
-            min_agreement=min_agreement, include_all_bad=not exclude_all_bad,
+            min_agreement=min_agreement, include_all_bad=not exclude_all_bad, include_evaluations=include_evaluations,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -47,6 +47,7 @@ def export(
     model: str = typer.Option(None, "--model", help="Only rankings that include a response of this model"),
     min_agreement: float = typer.Option(None, "--min-agreement", help="Only tasks ranked by >=2 labelers agreeing at least this much (0-1)"),
     exclude_all_bad: bool = typer.Option(False, "--exclude-all-bad", help="Leave out rankings marked 'all bad'"),
+    include_evaluations: bool = typer.Option(False, "--include-evaluations", help="Also export blind-evaluation judgments"),
     freeze: str = typer.Option(None, "--freeze", help="Also freeze the export as a dataset with this name"),
 ) -> None:
     """Export labels as a file, streamed from the database with constant memory."""
@@ -54,7 +55,7 @@ def export(
     from app.datasets import frozen
 
     settings = get_settings()
-    filters = _filters(batch, split, since, until, group, model, min_agreement, exclude_all_bad)
+    filters = _filters(batch, split, since, until, group, model, min_agreement, exclude_all_bad, include_evaluations)
     fmt = exporter.format_for_path(str(out))
     start = time.perf_counter()
     with unit_of_work(_factory()) as db:

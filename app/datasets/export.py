@@ -173,6 +173,8 @@ def iter_rankings(db: Session, filters: ExportFilters, *, secret: str) -> Iterat
     )
     if filters.batch:
         stmt = stmt.where(_batch_clause(Batch.id, Batch.name, filters.batch))
+    if not filters.include_evaluations:  # blind evaluations measure models; they do not train them
+        stmt = stmt.where(Batch.purpose != "evaluation")
     if filters.split:
         stmt = stmt.where(Prompt.split == filters.split)
     if filters.since:

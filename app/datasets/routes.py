@@ -36,12 +36,14 @@ def export_filters(
     model: Annotated[str | None, Query(max_length=200)] = None,
     min_agreement: Annotated[str | None, Query(max_length=20)] = None,
     include_all_bad: Annotated[str | None, Query(max_length=8)] = None,
+    include_evaluations: Annotated[str | None, Query(max_length=8)] = None,
 ) -> ExportFilters:
     """Export filters from query parameters (blank values mean 'no filter', as HTML forms send them)."""
     raw = {
         "batch": _blank(batch), "split": _blank(split), "since": _blank(since), "until": _blank(until),
         "labeler_group": _blank(labeler_group) or "train", "model": _blank(model),
         "min_agreement": _blank(min_agreement), "include_all_bad": _blank(include_all_bad) or "true",
+        "include_evaluations": _blank(include_evaluations) or "false",
     }
     try:
         return ExportFilters(**raw)

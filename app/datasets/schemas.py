@@ -28,6 +28,7 @@ class ExportFilters(BaseModel):
         None, ge=0, le=1, description="Only rankings of tasks ranked by >= 2 labelers with at least this agreement"
     )
     include_all_bad: bool = Field(True, description="Keep rankings marked 'all responses are bad'")
+    include_evaluations: bool = Field(False, description="Also export the judgments of blind evaluation batches")
 
     @field_validator("since", "until")
     @classmethod

@@ -88,6 +88,7 @@ def _eligible_tasks(user: User, kind: TaskKind | None):
         Batch.id == Task.batch_id,
         Batch.status == BatchStatus.open,
         or_(Batch.include_heldout.is_(True), user.labeler_group != LabelerGroup.heldout),
+        or_(Batch.heldout_only.is_(False), user.labeler_group == LabelerGroup.heldout),
     )
     conditions = [
         Task.status == TaskStatus.open,

@@ -40,6 +40,8 @@ class BatchOptions:
     limit: int | None = None
     model: str | None = None  # ranking: only completions from this model
     seed: int = 0
+    purpose: str = "training"  # or "evaluation": K from 2 (A/B), kept out of training exports
+    heldout_only: bool = False
 
 
 def _validate(db: Session, o: BatchOptions) -> None:
@@ -48,8 +50,11 @@ def _validate(db: Session, o: BatchOptions) -> None:
         raise InvalidInput("Give the batch a name of 1-200 characters.", field="name")
     if db.scalar(select(Batch.id).where(Batch.name == o.name)):
         raise Conflict(f"A batch named {o.name!r} already exists.", field="name")
-    if o.kind == TaskKind.ranking and (o.k is None or not 4 <= o.k <= 9):
-        raise InvalidInput("K (responses per ranking task) must be from 4 to 9.", field="k")
+    if o.purpose not in ("training", "evaluation"):
+        raise InvalidInput("A batch's purpose is training or evaluation.", field="purpose")
+    low = 2 if o.purpose == "evaluation" else 4
+    if o.kind == TaskKind.ranking and (o.k is None or not low <= o.k <= 9):
+        raise InvalidInput(f"K (responses per ranking task) must be from {low} to 9.", field="k")
     if not 0 <= o.overlap_share <= 1:
         raise InvalidInput("The overlap share must be between 0 and 1 (e.g. 0.1 for 10% of tasks).", field="overlap_share")
     if not 1 <= o.overlap_count <= 20:
@@ -99,7 +104,8 @@ def create_batch(
     batch = Batch(
         name=o.name, kind=o.kind, k=o.k if o.kind == TaskKind.ranking else None, overlap_share=o.overlap_share,
         overlap_count=o.overlap_count, lease_minutes=o.lease_minutes, priority=o.priority,
-        include_heldout=o.include_heldout, status=BatchStatus.open, created_by_id=actor.id if actor else None,
+        include_heldout=o.include_heldout or o.heldout_only, heldout_only=o.heldout_only, purpose=o.purpose,
+        status=BatchStatus.open, created_by_id=actor.id if actor else None,
     )
     db.add(batch)
     db.flush()

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false as sa_false
 
 from app.db import Base, UTCDateTime, utcnow
 
@@ -92,6 +93,10 @@ class Batch(Base):
     lease_minutes: Mapped[int] = mapped_column(Integer, default=30)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # higher first
     include_heldout: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Only held-out labelers take its tasks (blind evaluations are judged by held-out labelers).
+    heldout_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # training (default) or evaluation: evaluation rankings stay out of training exports unless asked for.
+    purpose: Mapped[str] = mapped_column(String(16), default="training", server_default="training")
     status: Mapped[BatchStatus] = mapped_column(
         Enum(BatchStatus, name="batch_status", native_enum=False, length=16), default=BatchStatus.open
     )

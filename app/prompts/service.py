@@ -296,6 +296,7 @@ class CompletionImportSummary:
     scrubbed: int = 0
     prompts: int = 0
     completion_ids: list[int] = field(default_factory=list)  # the new rows, in file order
+    matched_ids: list[int] = field(default_factory=list)  # earlier rows that duplicates matched
 
     def lines(self) -> list[str]:
         return [
@@ -359,12 +360,18 @@ def import_completions(db: Session, records: Iterable[dict], *, settings: Settin
         # A duplicate is the same text for the same prompt from the same model: another model's
         # identical response is that model's answer too (a new policy may say what an old one said).
         key = (prompt_id, digest, model_name)
-        if key in seen or db.scalar(
+        if key in seen:
+            summary.duplicates += 1
+            continue
+        earlier = db.scalar(
             select(Completion.id).where(Completion.prompt_id == prompt_id, Completion.content_hash == digest,
                                         Completion.model_name.is_(None) if model_name is None else Completion.model_name == model_name)
             .limit(1)
-        ):
+        )
+        if earlier is not None:
             summary.duplicates += 1
+            summary.matched_ids.append(earlier)
+            seen.add(key)
             continue
         seen.add(key)
         prompt_ids.add(prompt_id)

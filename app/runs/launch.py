@@ -146,16 +146,23 @@ def _complete_generate(db: Session, settings: Settings, run: Run, samples: Path)
     line = f"imported {summary.imported} completions ({summary.duplicates} duplicates dropped) for {summary.prompts} prompts"
     if not plan.create_batch:
         return line
-    items = mix_models(db, summary.completion_ids, plan.k)
+    # An evaluation needs every model's response to every prompt, also one it gave before.
+    ids = summary.completion_ids + (summary.matched_ids if plan.purpose == "evaluation" else [])
+    items = mix_models(db, ids, plan.k)
     if not items:
         return line + f"; no prompt got {plan.k} distinct responses, so no ranking batch was built"
     name = plan.batch_name or f"{run.name} (run {run.id})"
     batch = create_batch(db, BatchOptions(
         name=name, kind=TaskKind.ranking, k=plan.k, overlap_share=plan.overlap_share, overlap_count=plan.overlap_count,
-        priority=plan.priority, seed=run.id,
+        priority=plan.priority, seed=run.id, purpose=plan.purpose, heldout_only=plan.heldout_only,
     ), items=items)
     run.output_batch_id = batch.id
     db.flush()
+    if plan.purpose == "evaluation":
+        from app.evals.service import attach_batch
+
+        attach_batch(db, run, batch)
+        return line + f"; evaluation batch {batch.name!r} with {len(items)} tasks of {plan.k} responses"
     return line + f"; ranking batch {batch.name!r} with {len(items)} tasks of K={plan.k}"
 
 
@@ -164,7 +171,8 @@ def mix_models(db: Session, completion_ids: list[int], k: int) -> dict[int, list
     of a multi-model run puts the models side by side; prompts with fewer than K are left out."""
     per_prompt: dict[int, dict[int | None, list[int]]] = {}
     for cid, pid, mid in db.execute(
-        select(Completion.id, Completion.prompt_id, Completion.model_id).where(Completion.id.in_(completion_ids)).order_by(Completion.id)
+        select(Completion.id, Completion.prompt_id, Completion.model_id).where(Completion.id.in_(set(completion_ids)))
+        .order_by(Completion.id)
     ):
         per_prompt.setdefault(pid, {}).setdefault(mid, []).append(cid)
     items: dict[int, list[int]] = {}

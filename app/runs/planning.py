@@ -148,7 +148,11 @@ def _check_plan(db: Session, plan_values: dict[str, Any], n_models: int) -> Gene
         err = exc.errors()[0]
         name = ".".join(str(p) for p in err["loc"]) or "options"
         raise InvalidInput(f"{name}: {err['msg']}", field=name) from None
-    if plan.create_batch and not 4 <= plan.k <= 9:
+    if plan.purpose == "evaluation":
+        if not 2 <= n_models <= 9:
+            raise InvalidInput("model: an evaluation compares 2 to 9 models.", field="model")
+        plan.k, plan.create_batch = n_models, True  # one response per model and prompt
+    elif plan.create_batch and not 4 <= plan.k <= 9:
         raise InvalidInput("k: a ranking batch needs 4 to 9 responses per prompt.", field="k")
     if plan.create_batch and plan.batch_name and db.scalar(select(Batch.id).where(Batch.name == plan.batch_name)):
         raise Conflict(f"A batch named {plan.batch_name!r} already exists.", field="batch_name")

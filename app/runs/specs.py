@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -169,9 +169,15 @@ class GenerationPlan(BaseModel):
     overlap_share: float = Field(0.0, ge=0, le=1, description="share of tasks ranked by several labelers")
     overlap_count: int = Field(1, ge=1, le=20, description="labelers per overlapping task")
     priority: int = Field(0, ge=-1000, le=1000, description="higher batches are served first")
+    purpose: Literal["training", "evaluation"] = Field(
+        "training", description="evaluation: one response per model and prompt, judged blind; kept out of training exports")
+    heldout_only: bool = Field(False, description="only held-out labelers take the tasks")
 
     def samples_per_model(self, n_models: int) -> int:
-        """Each model's share of K, plus one spare: identical samples are dropped on import."""
+        """Each model's share of K, plus one spare for training batches (identical samples of a
+        model are dropped on import); an evaluation takes exactly one response per model."""
+        if self.purpose == "evaluation":
+            return 1
         share = -(-self.k // n_models)
         return share + 1 if self.create_batch else share
 
