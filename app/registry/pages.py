@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
 from app.deps import RequireRole, SessionDep, SettingsDep
@@ -63,6 +63,26 @@ def next_steps(model) -> list[tuple[str, str]]:
                         ("Continue PPO from this policy", f"/runs/new?kind=ppo&policy={mid}")],
     }
     return steps.get(model.kind, [])
+
+
+@router.get("/models/compare")
+def compare_page(request: Request, db: SessionDep, user: Watcher, model: Annotated[list[int], Query()] = []):  # noqa: B006
+    """Models side by side: every headline and automatic metric, and the blind evaluations
+    that compared them (win rate against each evaluation's baseline)."""
+    from app.evals import service as evals
+
+    models = [service.get_model(db, mid) for mid in dict.fromkeys(model)]
+    metrics = service.metrics_of(db, [m.id for m in models])
+    names = sorted({n for values in metrics.values() for n in values})
+    ids = {m.id for m in models}
+    human = []
+    for evaluation in evals.list_evaluations(db):
+        compared = {m.id for m in evals.compared_models(db, evaluation)}
+        if len(compared & ids) >= 1 and evaluation.batch_id is not None:
+            res = evals.results(db, evaluation, reps=500)
+            human.append((evaluation, res, {s["model_id"]: s for s in res["models"]}))
+    return render(request, "registry/compare.html", {"models": models, "metrics": metrics, "names": names, "human": human,
+                                                     "all_models": service.list_models(db)})
 
 
 @router.get("/models/{model_id}")

@@ -104,3 +104,16 @@ def test_labelers_cannot_see_models_and_researchers_cannot_register(client, db, 
     client.login(researcher.username, PASSWORD)
     assert client.get("/models").status_code == 200
     assert client.post("/api/models", json={"name": "x", "path": "org/x"}, headers={"X-CSRF-Token": client.csrf()}).status_code == 403
+
+
+def test_compare_page_puts_models_metrics_side_by_side(client, db, settings):
+    admin = make_user(db, "admin")
+    a, b = make_model(db, settings, kind="sft", name="cmp-a"), make_model(db, settings, kind="ppo", name="cmp-b")
+    registry.set_metrics(db, a, {"auto/corpus_ppl": 12.5, "valid/loss": 2.0})
+    registry.set_metrics(db, b, {"auto/corpus_ppl": 14.25})
+    client.login(admin.username, PASSWORD)
+    page = client.get(f"/models/compare?model={a.id}&model={b.id}")
+    assert page.status_code == 200
+    table = page.text.split('id="compare-metrics"')[1].split("</table>")[0]
+    assert "auto/corpus_ppl" in table and "12.5" in table and "14.25" in table and "valid/loss" in table
+    assert "No evaluation has compared these models yet" in page.text
