@@ -47,13 +47,34 @@ def worker(
     once: bool = typer.Option(False, "--once", help="Exit when the queue is empty"),
     poll: float = typer.Option(5.0, "--poll", help="Seconds between looks at the queue"),
     stale_after: int = typer.Option(120, "--stale-after", help="Requeue runs whose heartbeat is older than this"),
+    gpus: int | None = typer.Option(
+        None, "--gpus", help="GPUs this worker offers, shown on the run pages (default: CUDA_VISIBLE_DEVICES, else the driver's count)"
+    ),
 ) -> None:
-    """Run training jobs: claim queued runs, launch the trainers, stream progress and metrics."""
+    """Run training jobs: claim queued runs, launch the trainers, stream progress and metrics.
+
+    SIGTERM or Ctrl-C: the trainer is stopped and its run goes back to the queue.
+    """
+    # Killed outright (kill -9, a lost machine), a worker's trainer dies with it, and another
+    # worker requeues the run once its heartbeat is older than --stale-after.
+    import signal
+
     from app.worker import work
 
+    terminated: list[int] = []
+
+    def _stop(signum, _frame):  # unwind like Ctrl-C, so the worker cleans up on the way out
+        terminated.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _stop)
     settings = get_settings()
     factory = make_sessionmaker(make_engine(settings.database_url))
-    done = work(settings, factory, once=once, poll_s=poll, stale_after_s=stale_after, echo=typer.echo)
+    try:
+        done = work(settings, factory, once=once, poll_s=poll, stale_after_s=stale_after, gpus=gpus, echo=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("worker stopped")
+        raise typer.Exit(0 if terminated else 130) from None  # SIGTERM is how a service manager stops it
     typer.echo(f"worker finished {done} run(s)")
 
 
