@@ -1,4 +1,4 @@
-"""HTML pages for labelers: next task, ranking and demonstration screens, skip; home sections."""
+"""HTML pages for labelers: next task, ranking (and blind A/B evaluation) and demonstration screens, skip; home sections."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ from sqlalchemy import select
 from starlette.datastructures import FormData
 
 from app.deps import RequireRole, SessionDep, SettingsDep
-from app.errors import AppError
+from app.errors import AppError, InvalidInput
 from app.labeling import assignment as engine
 from app.labeling import batches, demonstrations, ranking
-from app.labeling.models import FLAGS, Assignment, AssignmentStatus, SkipReason, Task, TaskKind, TaskStatus
+from app.labeling.models import (
+    FLAGS,
+    Assignment,
+    AssignmentStatus,
+    Batch,
+    SkipReason,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
 from app.labeling.routes import parse_kind
 from app.prompts.models import Prompt
 from app.users.models import Role
@@ -36,6 +45,45 @@ SHORTCUTS = [
     ("Shift + 1 – 7", "rate the selected response 1 – 7"),
     ("Ctrl + Enter", "submit"),
 ]
+# The blind A/B screen (an evaluation task with two responses). Digits only ever rate, letters
+# A / B and "=" only ever give the preference: no key means two things.
+AB_SHORTCUTS = [
+    ("Tab / Shift + Tab", "move through the page; the response you are in is the selected one"),
+    ("← / →", "select Response A / Response B (on a radio button the arrows move that choice, as in any form)"),
+    ("1 – 7", "rate the selected response 1 – 7"),
+    ("F", "open the flags of the selected response (Space ticks a flag, Tab moves on, Escape goes back)"),
+    ("A", "A is better"),
+    ("=", "About the same"),
+    ("B", "B is better"),
+    ("Enter", "submit (Ctrl + Enter from the comment box)"),
+]
+# A/B preference -> buckets of the order shown (A = shown first), best first; "same" is a tie.
+PREFERENCES = {"a": "A is better", "same": "About the same", "b": "B is better"}
+NO_PREFERENCE = "Choose which response is better: A is better, About the same or B is better."
+
+
+def preference_buckets(preference: str, shown: list[int]) -> list[list[int]]:
+    """The ranking payload of an A/B preference over the two responses in the order shown."""
+    a, b = shown
+    return {"a": [[a], [b]], "same": [[a, b]], "b": [[b], [a]]}[preference]
+
+
+def preference_of(buckets: list[list[int]], shown: list[int]) -> str | None:
+    """The A/B preference that a stored ranking (buckets best first) says, if it is one."""
+    for key in PREFERENCES:
+        if [sorted(x) for x in buckets] == [sorted(x) for x in preference_buckets(key, shown)]:
+            return key
+    return None
+
+
+def is_evaluation(db, task: Task) -> bool:
+    batch = db.get(Batch, task.batch_id) if task.batch_id is not None else None
+    return batch is not None and getattr(batch, "purpose", "training") == "evaluation"
+
+
+def is_ab(db, task: Task, shown: list[int]) -> bool:
+    """An evaluation task with two responses: the side-by-side screen with a preference."""
+    return len(shown) == 2 and is_evaluation(db, task)
 
 
 async def form_data(request: Request) -> FormData:
@@ -60,13 +108,20 @@ def _ranking_page(request, db, settings, a: Assignment, *, form: dict | None = N
     task, prompt, responses = ranking.assignment_for_ranking(db, a)
     letters = [chr(ord("A") + i) for i in range(len(responses))]
     done = ranking.existing_ranking(db, a.id)
-    form = form or {"ranked": "[]", "likert": {}, "flags": {}, "all_bad": False, "comment": "", "time_spent_s": "0"}
+    form = form or {"ranked": "[]", "likert": {}, "flags": {}, "all_bad": False, "comment": "", "time_spent_s": "0",
+                    "preference": ""}
+    evaluation = is_evaluation(db, task)
+    ab = evaluation and len(responses) == 2
+    judged = None
+    if done and ab:
+        judged = PREFERENCES.get(preference_of(ranking.ranking_view(done)["ranked"], [c.id for c in responses]) or "")
     return render(
         request, "labeling/rank.html",
         {
             "a": a, "task": task, "prompt": prompt, "responses": list(zip(letters, responses)), "flags": FLAGS,
-            "form": form, "error": error, "done": done, "live": engine.is_live(a), "shortcuts": SHORTCUTS,
-            "max_comment": settings.max_comment_chars,
+            "form": form, "error": error, "done": done, "live": engine.is_live(a),
+            "shortcuts": AB_SHORTCUTS if ab else SHORTCUTS, "max_comment": settings.max_comment_chars,
+            "evaluation": evaluation, "ab": ab, "preferences": PREFERENCES, "judged": judged,
         },
         status_code=status_code,
     )
@@ -119,6 +174,7 @@ def submit_ranking(
     a = engine.get_assignment(db, assignment_id, user)
     shown = list(a.shown_order or [])
     raw_ranked = str(form.get("ranked") or "[]")
+    preference = str(form.get("preference") or "")
     kept = {
         "ranked": raw_ranked,
         "likert": {cid: str(form.get(f"likert_{cid}") or "") for cid in shown},
@@ -126,16 +182,25 @@ def submit_ranking(
         "all_bad": bool(form.get("all_bad")),
         "comment": str(form.get("comment") or ""),
         "time_spent_s": str(form.get("time_spent_s") or "0"),
+        "preference": preference if preference in PREFERENCES else "",
     }
     try:
-        try:
-            ranked = json.loads(raw_ranked)
-        except json.JSONDecodeError:
-            ranked = None
-        if not isinstance(ranked, list):
-            from app.errors import InvalidInput
-
-            raise InvalidInput("The ranking could not be read; arrange the responses again.", field="ranked")
+        if is_ab(db, db.get(Task, a.task_id), shown):
+            # The A/B screen sends a preference; it maps onto the ranking payload of the order shown.
+            if preference in PREFERENCES:
+                ranked = preference_buckets(preference, shown)
+                kept["ranked"] = json.dumps(ranked)
+            elif ranking.existing_ranking(db, a.id) is not None:
+                ranked = []  # a repeated submit: answered with the ranking already stored
+            else:
+                raise InvalidInput(NO_PREFERENCE, field="preference")
+        else:
+            try:
+                ranked = json.loads(raw_ranked)
+            except json.JSONDecodeError:
+                ranked = None
+            if not isinstance(ranked, list):
+                raise InvalidInput("The ranking could not be read; arrange the responses again.", field="ranked")
         data = ranking.RankingInput(
             ranked=ranked,
             likert={cid: _int_or_none(kept["likert"][cid]) for cid in shown},
