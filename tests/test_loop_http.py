@@ -51,8 +51,10 @@ def product(tmp_path_factory) -> Iterator[dict]:
                "RLHF_ARTIFACT_DIR": str(tmp / "artifacts"), "TRAINERS_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
         upgrade(url)
         tokens = {}
-        for username, role in (("admin", "admin"), ("ann", "labeler"), ("bob", "labeler")):
-            rlhf(env, "users", "create", "--username", username, "--role", role, "--password-stdin", stdin="pw-" + "x" * 20 + "\n")
+        for username, role, group in (("admin", "admin", "train"), ("ann", "labeler", "train"), ("bob", "labeler", "train"),
+                                      ("hana", "labeler", "heldout"), ("hugo", "labeler", "heldout")):
+            rlhf(env, "users", "create", "--username", username, "--role", role, "--group", group, "--password-stdin",
+                 stdin="pw-" + "x" * 20 + "\n")
             tokens[username] = rlhf(env, "tokens", "create", "--username", username).strip().split()[-1]
         port = free_port()
         logs = {name: (tmp / f"{name}.log").open("w") for name in ("serve", "worker")}
@@ -68,7 +70,7 @@ def product(tmp_path_factory) -> Iterator[dict]:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             clients = {u: httpx.Client(base_url=base, headers={"Authorization": f"Bearer {t}"}, timeout=30) for u, t in tokens.items()}
-            yield {"clients": clients, "tmp": tmp, "logs": logs}
+            yield {"clients": clients, "tmp": tmp, "logs": logs, "url": url}
         finally:
             for process in (worker, serve):
                 process.terminate()
@@ -86,7 +88,10 @@ def ok(response: httpx.Response, status: int = 200) -> dict | list:
 
 def run_to_end(admin: httpx.Client, body: dict, product: dict, timeout_s: float = 240) -> dict:
     """Queue a run through the API and wait for the worker to finish it."""
-    run = ok(admin.post("/api/runs", json=body), 201)
+    return wait_for_run(admin, ok(admin.post("/api/runs", json=body), 201), product, timeout_s)
+
+
+def wait_for_run(admin: httpx.Client, run: dict, product: dict, timeout_s: float = 240) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         run = ok(admin.get(f"/api/runs/{run['id']}"))
@@ -94,7 +99,7 @@ def run_to_end(admin: httpx.Client, body: dict, product: dict, timeout_s: float 
             break
         time.sleep(0.5)
     product["logs"]["worker"].flush()
-    assert run["status"] == "succeeded", f"run {run['id']} ({body['kind']}) {run['status']}: {run['message']}\n" + \
+    assert run["status"] == "succeeded", f"run {run['id']} ({run['kind']}) {run['status']}: {run['message']}\n" + \
         (product["tmp"] / "worker.log").read_text()[-3000:]
     return run
 
@@ -193,3 +198,75 @@ def test_the_loop_turns_through_the_http_api(product):
     for run in ok(admin.get("/api/runs")):
         assert not any(isinstance(v, str) and "/" in v for v in run["config"].values()), run["config"]
     assert Path(product["tmp"] / "artifacts" / "runs").is_dir()
+
+
+def judge_blind(judge: httpx.Client, engine, prefer: str, rng: random.Random, p_prefer: float, limit: int) -> int:
+    """A scripted evaluator who prefers the responses of model ``prefer`` with probability
+    ``p_prefer``. The page and API show texts only; the script looks the model up in the database."""
+    from sqlalchemy import text
+
+    done = 0
+    while done < limit and (a := ok(judge.post("/api/labeling/next", json={"kind": "ranking"}))["assignment"]) is not None:
+        ids = [r["completion_id"] for r in a["responses"]]
+        if len(ids) != 2:  # the evaluation tasks (priority 10) are done; this is round 2's ranking work
+            break
+        with engine.connect() as conn:
+            names = dict(conn.execute(text("SELECT id, model_name FROM completions WHERE id = ANY(:ids)"), {"ids": ids}).all())
+        fav = next(i for i in ids if names[i] == prefer)
+        other = next(i for i in ids if i != fav)
+        ranked = [[fav], [other]] if rng.random() < p_prefer else [[other], [fav]]
+        ok(judge.post(f"/api/labeling/assignments/{a['assignment_id']}/ranking",
+                      json={"ranked": ranked, "ratings": [{"completion_id": fav, "likert": 6}, {"completion_id": other, "likert": 4}]}),
+           201)
+        done += 1
+    return done
+
+
+def test_blind_evaluation_of_the_sft_and_ppo_policies(product):
+    """Held-out prompts, held-out judges with a known preference: the reported win rate's
+    interval holds the scripted rate, and narrows as more tasks are judged."""
+    from sqlalchemy import create_engine
+
+    from app.prompts.models import Split
+    from app.prompts.service import split_for_origin_user
+
+    admin, hana, hugo, ann = (product["clients"][u] for u in ("admin", "hana", "hugo", "ann"))
+    customers = [u for u in (f"held-out-customer-{i}" for i in range(1000)) if split_for_origin_user(u) == Split.test][:40]
+    records = [{"prompt": f"Question {i} from a held-out customer: name a fruit and its colour.", "origin_user": u,
+                "category": "open_qa" if i % 2 else "brainstorming"} for i, u in enumerate(customers)]
+    assert ok(admin.post("/api/prompts/import", json={"records": records}), 201)["imported"] == 40
+    bad = admin.post("/api/evals", json={"name": "bad", "models": ["sft-1"]})
+    assert bad.status_code == 422
+    created = ok(admin.post("/api/evals", json={"name": "ppo-1 vs sft-1", "models": ["sft-1", "ppo-1"], "overlap_share": 0.25,
+                                                "overlap_count": 2, "options": {"max_new_tokens": 8}}), 201)
+    assert created["baseline"] == "sft-1" and created["batch_id"] is None
+    wait_for_run(admin, {"id": created["run_id"]}, product)
+    evaluation = ok(admin.get(f"/api/evals/{created['id']}"))
+    n = evaluation["tasks"]  # the 40 held-out prompts, and any earlier prompt of the test split
+    assert n >= 40 and evaluation["judgments"] == 0
+    # a training-group labeler is never offered the blind comparisons
+    offered = ann.post("/api/labeling/next", json={"kind": "ranking"}).json()["assignment"]
+    assert offered is None or len(offered["responses"]) == 4
+
+    engine = create_engine(product["url"])
+    rng = random.Random(3)
+    try:
+        judge_blind(hana, engine, "ppo-1", rng, 0.75, limit=12)
+        early = ok(admin.get(f"/api/evals/{created['id']}"))
+        judge_blind(hana, engine, "ppo-1", rng, 0.75, limit=100)
+        judge_blind(hugo, engine, "ppo-1", rng, 0.75, limit=100)
+    finally:
+        engine.dispose()
+    final = ok(admin.get(f"/api/evals/{created['id']}"))
+    assert final["tasks_done"] == n and final["judgments"] == n + round(0.25 * n)  # a quarter judged twice
+    ppo_early = next(s for s in early["models"] if s["model"] == "ppo-1")["win_rate"]
+    ppo = next(s for s in final["models"] if s["model"] == "ppo-1")["win_rate"]
+    low, high = ppo["ci"]
+    assert low <= 0.75 <= high, ppo
+    assert high - low < ppo_early["ci"][1] - ppo_early["ci"][0], (ppo_early, ppo)
+    assert {"open_qa", "brainstorming"} <= set(final["categories"])
+    assert final["agreement"]["pairs"] >= 1
+    csv_rows = admin.get(f"/api/evals/{created['id']}", params={"format": "csv"}).text.splitlines()
+    assert len(csv_rows) == 1 + 2 * (1 + len(final["categories"]))  # header, both models overall and per category
+    page = admin.get(f"/evals/{created['id']}")
+    assert page.status_code == 200 and 'id="win-chart"' in page.text

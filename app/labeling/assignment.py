@@ -263,11 +263,14 @@ def lease_view(db: Session, assignment_id: int) -> dict:
     return lease_wire(a.id, a.task_id, a.kind, a.status, a.expires_at, prompt, responses)
 
 
-def tasks_held_full(db: Session, kind: TaskKind | None = None) -> int:
-    """Open tasks of open batches whose every free slot is leased right now (``leased_until``)."""
+def tasks_held_full(db: Session, user: User, kind: TaskKind | None = None) -> int:
+    """Open tasks of open batches this labeler may take, whose every free slot is leased right now
+    (``leased_until``); tasks of batches closed to the labeler's group are not counted."""
     q = (
         select(func.count()).select_from(Task).join(Batch, Batch.id == Task.batch_id)
-        .where(Task.status == TaskStatus.open, Batch.status == BatchStatus.open, Task.leased_until > utcnow())
+        .where(Task.status == TaskStatus.open, Batch.status == BatchStatus.open, Task.leased_until > utcnow(),
+               or_(Batch.include_heldout.is_(True), user.labeler_group != LabelerGroup.heldout),
+               or_(Batch.heldout_only.is_(False), user.labeler_group == LabelerGroup.heldout))
     )
     if kind is not None:
         q = q.where(Task.kind == kind)
@@ -290,7 +293,7 @@ def next_or_why(db: Session, user: User, kind: TaskKind | None = None) -> tuple[
 
         return pg_functions.lease_next(db, user, kind)
     view = _lease_next_sqlite(db, user, kind)
-    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, kind), kind))
+    return (view, "") if view is not None else (None, no_work_message(tasks_held_full(db, user, kind), kind))
 
 
 def next_assignment(db: Session, user: User, kind: TaskKind | None = None) -> Assignment | None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import typer
 
 from app.config import get_settings
@@ -18,21 +15,52 @@ def _factory():
     return make_sessionmaker(make_engine(get_settings().database_url))
 
 
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise service.InvalidInput(f"--set {pair!r}: expected key=value, e.g. --set epochs=2", field="options")
+        options[key.strip().replace("-", "_")] = value
+    return options
+
+
 @runs_cli.command("create")
 def create(
     kind: str = typer.Option(..., "--kind", help="sft, rm, ppo, generate or init-tiny"),
-    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="JSON file of trainer options"),
+    model: list[str] = typer.Option([], "--model", help="Registered model to start from (generate: repeat for several)"),
+    data: str = typer.Option(None, "--data", help="Frozen dataset to train on (sft: sft; rm: comparisons or pairwise)"),
+    valid_data: str = typer.Option(None, "--valid-data", help="Frozen validation dataset"),
+    demonstrations: str = typer.Option(None, "--demonstrations", help="rm: frozen SFT dataset for the score bias"),
+    policy: str = typer.Option(None, "--policy", help="ppo: registered SFT model"),
+    reward_model: str = typer.Option(None, "--reward-model", help="ppo (and sft epoch selection): registered RM"),
+    value_model: str = typer.Option(None, "--value-model", help="ppo: registered RM to start the value model from"),
+    prompts: str = typer.Option(None, "--prompts", help="ppo: frozen prompts dataset"),
+    pretrain_data: str = typer.Option(None, "--pretrain-data", help="ppo: uploaded corpus or SFT dataset for the ptx term"),
+    sets: list[str] = typer.Option([], "--set", help="A trainer option (or generate setting) as key=value; repeat"),
     name: str = typer.Option("", "--name", help="A name to recognise the run by"),
+    output_name: str = typer.Option(None, "--output-name", help="Register the output model under this name"),
     gpus: int = typer.Option(0, "--gpus", help="GPUs the run needs (several: launched with torchrun)"),
 ) -> None:
-    """Queue a run; a worker picks it up."""
-    try:
-        options = json.loads(config.read_text())
-    except json.JSONDecodeError as exc:
-        raise service.InvalidInput(f"{config}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    """Queue a run from registered models and frozen datasets (by name or id); a worker picks it up.
+
+    Example: rlhf runs create --kind rm --model sft-v1 --data comparisons-v1 --set epochs=2
+    """
+    from app.runs import planning
+
+    inputs = {
+        "model": model if kind == "generate" else (model[0] if model else None), "data": data, "valid_data": valid_data,
+        "demonstrations": demonstrations, "policy": policy, "reward_model": reward_model, "value_model": value_model,
+        "prompts": prompts, "pretrain_data": pretrain_data,
+    }
+    if len(model) > 1 and kind != "generate":
+        raise service.InvalidInput("--model: only a generate run takes several models.", field="model")
+    request = planning.RunRequest(kind=kind, name=name, inputs={k: v for k, v in inputs.items() if v},
+                                  options=_parse_sets(sets), gpus=gpus, output_name=output_name)
     with unit_of_work(_factory()) as db:
-        run = service.create_run(db, kind=kind, name=name, config=options, gpus=gpus)
-    typer.echo(f"queued run {run.id} ({run.kind.value})")
+        run = planning.launch_run(db, get_settings(), request)
+        typer.echo(f"queued run {run.id} ({run.kind.value}); it registers its output as {run.output_name}"
+                   if run.output_name else f"queued run {run.id} ({run.kind.value})")
 
 
 @runs_cli.command("list")

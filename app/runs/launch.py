@@ -65,7 +65,7 @@ def prepare(db: Session, settings: Settings, run: Run, folder: Path) -> Path:
             where = registry.weights_location(settings, model.path or "")
             if isinstance(where, Path) and not where.exists():
                 raise InputError(f"{item.role}: the weights of model {model.name} are missing ({model.path}).")
-            if run.kind == RunKind.generate:
+            if SPECS[run.kind].input(item.role).many:  # generate and eval: several models in turn
                 models.append((str(where), model.name))
             else:
                 config[item.role] = str(where)
@@ -81,6 +81,8 @@ def prepare(db: Session, settings: Settings, run: Run, folder: Path) -> Path:
             config[item.role] = str(path)
     out = output_dir(folder)
     config["out"] = str(out)
+    if run.kind == RunKind.eval:
+        config.update(model=",".join(w for w, _ in models), model_name=",".join(n for _, n in models))
     if run.kind == RunKind.generate:
         plan = GenerationPlan(**(run.generation or {}))
         config.update(
@@ -129,6 +131,8 @@ def complete(db: Session, settings: Settings, run: Run, folder: Path) -> str:
     out = output_dir(folder)
     if run.kind == RunKind.generate:
         return _complete_generate(db, settings, run, out / "completions.jsonl")
+    if run.kind == RunKind.eval:
+        return _complete_eval(db, run, out / "results.json")
     spec = SPECS[run.kind]
     weights = out if run.kind == RunKind.init_tiny else out / "model"
     if not (weights / "config.json").is_file():
@@ -164,6 +168,32 @@ def _complete_generate(db: Session, settings: Settings, run: Run, samples: Path)
         attach_batch(db, run, batch)
         return line + f"; evaluation batch {batch.name!r} with {len(items)} tasks of {plan.k} responses"
     return line + f"; ranking batch {batch.name!r} with {len(items)} tasks of K={plan.k}"
+
+
+AUTO_METRICS = ("rm_score", "kl", "response_length", "corpus_nll", "corpus_ppl")
+
+
+def _complete_eval(db: Session, run: Run, results_file: Path) -> str:
+    """Automatic evaluation results go into the registry, beside the runs' own metrics:
+    ``auto/<metric>`` on each policy, ``auto/rm_accuracy[_train|_heldout]`` on the RM."""
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    inputs = run_inputs(db, run.id)
+    by_name = {model.name: model for item, model, _ in inputs if model is not None and item.role == "model"}
+    lines = []
+    for name, values in (results.get("models") or {}).items():
+        model = by_name.get(name)
+        numbers = {f"auto/{k}": v for k, v in values.items() if k in AUTO_METRICS and v is not None}
+        if model is not None and numbers:
+            registry.set_metrics(db, model, numbers, run_id=run.id)
+            lines.append(name + ": " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in numbers.items()))
+    accuracy = results.get("rm_accuracy")
+    rm = next((model for item, model, _ in inputs if item.role == "reward_model"), None)
+    if accuracy and rm is not None:
+        numbers = {("auto/rm_accuracy" if group == "all" else f"auto/rm_accuracy_{group}"): value
+                   for group, value in accuracy.items() if group in ("all", "train", "heldout") and value is not None}
+        registry.set_metrics(db, rm, numbers, run_id=run.id)
+        lines.append(rm.name + ": " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in numbers.items()))
+    return "recorded in the registry: " + "; ".join(lines) if lines else "no results to record"
 
 
 def mix_models(db: Session, completion_ids: list[int], k: int) -> dict[int, list[int]]:

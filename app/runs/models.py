@@ -16,6 +16,7 @@ class RunKind(enum.StrEnum):
     rm = "rm"
     ppo = "ppo"
     generate = "generate"
+    eval = "eval"  # automatic evaluations of registered models
     init_tiny = "init-tiny"
 
 

@@ -19,7 +19,7 @@ from app.prompts.models import Category, PromptSource, Split
 from app.registry.models import ModelKind
 from app.runs.models import RunKind
 from trainers.config import MISSING, _base_type
-from trainers.configs import GenerateConfig, PPOConfig, RMConfig, SFTConfig, TinyConfig
+from trainers.configs import EvalConfig, GenerateConfig, PPOConfig, RMConfig, SFTConfig, TinyConfig
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,24 @@ SPECS: dict[RunKind, RunSpec] = {
         basic=("temperature", "max_new_tokens"),
         output_kind=None,
     ),
+    RunKind.eval: RunSpec(
+        RunKind.eval, "Automatic evaluation", EvalConfig,
+        inputs=(
+            InputSpec("model", "Policies", "the models to evaluate side by side", model_kinds=_BASE_LIKE, many=True),
+            InputSpec("reference", "Reference", "KL of each policy to this model on its responses (usually the SFT model)",
+                      model_kinds=_BASE_LIKE, required=False),
+            InputSpec("reward_model", "Reward model", "mean RM score of the responses, and the RM's accuracy on comparisons",
+                      model_kinds=(ModelKind.rm,), required=False),
+            InputSpec("prompts", "Held-out prompts", "one response per prompt and policy (needs a reward model or a reference)",
+                      dataset_kinds=(ExportKind.prompts,), required=False),
+            InputSpec("corpus", "Held-out pretraining text", "per-token loss and perplexity: the alignment tax",
+                      dataset_kinds=(ExportKind.corpus, ExportKind.sft), required=False),
+            InputSpec("comparisons", "Held-out comparisons", "RM pairwise accuracy, per labeler group (export with group 'all')",
+                      dataset_kinds=(ExportKind.comparisons, ExportKind.pairwise), required=False),
+        ),
+        basic=("max_prompts", "max_documents", "max_new_tokens", "temperature"),
+        output_kind=None,
+    ),
     RunKind.init_tiny: RunSpec(
         RunKind.init_tiny, "Tiny base model (offline)", TinyConfig, inputs=(),
         basic=("hidden_size", "num_layers", "vocab_size"), output_kind=ModelKind.base,
@@ -150,7 +168,7 @@ SPECS: dict[RunKind, RunSpec] = {
 }
 
 # generate: the app picks the prompts file, the per-model sample count and the model names.
-GENERATE_HIDDEN = {RunKind.generate: frozenset({"prompts", "k", "model_name"})}
+GENERATE_HIDDEN = {RunKind.generate: frozenset({"prompts", "k", "model_name"}), RunKind.eval: frozenset({"model_name"})}
 
 
 class GenerationPlan(BaseModel):

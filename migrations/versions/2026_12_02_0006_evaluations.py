@@ -4,7 +4,8 @@
   its batch and prompt selection.
 - batches.purpose ('training' or 'evaluation': evaluation rankings stay out of training exports
   unless asked for) and batches.heldout_only (only held-out labelers take its tasks).
-- rlhf_lease_next (PostgreSQL) re-created with the heldout_only rule; the rest of its body is
+- rlhf_lease_next (PostgreSQL) re-created with the heldout_only rule, and its "tasks held by
+  others" count limited to batches open to the labeler's group; the rest of its body is
   revision 0004's, unchanged. Python's lease engine (SQLite) applies the same rule.
 
 Revision ID: 0006
@@ -32,6 +33,10 @@ def _revision_0004():
 
 OLD_RULE = "AND b.status = 'open' AND (b.include_heldout OR NOT p_heldout)"
 NEW_RULE = "AND b.status = 'open' AND (b.include_heldout OR NOT p_heldout) AND (NOT b.heldout_only OR p_heldout)"
+# "n tasks are held by others" counts only tasks of batches open to this labeler's group.
+OLD_BUSY = "WHERE t.status = 'open' AND b.status = 'open' AND t.leased_until > p_now"
+NEW_BUSY = ("WHERE t.status = 'open' AND b.status = 'open' AND t.leased_until > p_now "
+            "AND (b.include_heldout OR NOT p_heldout) AND (NOT b.heldout_only OR p_heldout)")
 
 
 revision = '0006'
@@ -79,8 +84,8 @@ def upgrade() -> None:
 
     if op.get_bind().dialect.name == 'postgresql':
         lease_next = _revision_0004().LEASE_NEXT
-        assert lease_next.count(OLD_RULE) == 1
-        op.execute(lease_next.replace(OLD_RULE, NEW_RULE))
+        assert lease_next.count(OLD_RULE) == 1 and lease_next.count(OLD_BUSY) == 1
+        op.execute(lease_next.replace(OLD_RULE, NEW_RULE).replace(OLD_BUSY, NEW_BUSY))
     # ### end Alembic commands ###
 
 

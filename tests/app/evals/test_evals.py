@@ -161,3 +161,17 @@ def test_pages_and_api_show_results_to_admins_and_researchers_only(client, db, s
     client.post_form("/logout")
     client.login(judge.username, PASSWORD)
     assert client.get(f"/api/evals/{evaluation.id}").status_code == 403
+
+
+def test_a_train_labeler_is_not_told_to_wait_for_evaluation_tasks_held_by_judges(db, settings, policies):
+    from app.labeling.assignment import next_or_why
+
+    make_prompt(db, "Held-out question?", split="test")
+    evaluation = service.create_evaluation(db, settings, service.EvalRequest(name="busy", models=["sft-a", "ppo-b"]))
+    _sample(db, settings, evaluation)
+    judge, trainee = make_user(db, "labeler", group="heldout"), make_user(db, "labeler")
+    assert lease_next(db, judge, TaskKind.ranking) is not None  # the only task, now held
+    view, why = next_or_why(db, trainee, TaskKind.ranking)
+    assert view is None and why == "No ranking tasks are waiting for you right now."
+    view, why = next_or_why(db, make_user(db, "labeler", group="heldout"), TaskKind.ranking)
+    assert view is None and "1 task is being worked on" in why

@@ -3,14 +3,17 @@ the field, nothing queued), resolved to files by the worker, and generate runs t
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from sqlalchemy import func, select
 
+from app.datasets.frozen import store_corpus
 from app.errors import AppError, Conflict, InvalidInput
 from app.labeling.models import Batch, TaskItem
 from app.prompts.models import Completion
+from app.registry import service as registry
 from app.runs import launch
 from app.runs.models import Run
 from app.runs.planning import RunRequest, launch_run
@@ -157,3 +160,27 @@ def test_api_launches_from_names_and_refuses_bad_options_with_422(client, db, se
     assert {o["name"] for o in kinds["rm"]["options"]} >= {"epochs", "lr"} and kinds["ppo"]["inputs"][0]["role"] == "policy"
     with pytest.raises(InvalidInput):  # the service refuses the same thing the API does
         launch_run(db, settings, RunRequest(kind="rm", inputs={"model": "sft-1", "data": "cmp"}, options={"epochs": 1.5}))
+
+
+def test_an_automatic_evaluation_run_records_its_results_in_the_registry(db, settings, loop):
+    corpus = store_corpus(db, settings, name="held-out-text", filename="text.txt", stream=io.BytesIO(b"one doc\n\nanother doc\n"))
+    with pytest.raises(InvalidInput, match="nothing to evaluate"):
+        launch_run(db, settings, RunRequest(kind="eval", inputs={"model": ["sft-1"]}))
+    run = launch_run(db, settings, RunRequest(
+        kind="eval", name="alignment tax", inputs={"model": ["sft-1", "base-1"], "reward_model": "rm-1", "prompts": "ppo-prompts",
+                                                   "corpus": corpus.name, "comparisons": "cmp", "reference": "sft-1"},
+        options={"max_new_tokens": 16}))
+    folder = settings.artifact_dir / "runs" / str(run.id)
+    folder.mkdir(parents=True)
+    config = json.loads(launch.prepare(db, settings, run, folder).read_text())
+    assert config["model_name"] == "sft-1,base-1" and config["corpus"].endswith("corpus.txt") and config["max_new_tokens"] == 16
+    out = launch.output_dir(folder)
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({
+        "models": {"sft-1": {"rm_score": 0.5, "kl": 0.0, "corpus_nll": 3.0, "corpus_ppl": 20.1, "corpus_tokens": 9},
+                   "base-1": {"rm_score": -0.2, "kl": 1.5, "corpus_nll": 2.5, "corpus_ppl": 12.2, "corpus_tokens": 9}},
+        "rm_accuracy": {"all": 0.7, "train": 0.72, "heldout": 0.69, "pairs": {"all": 10, "train": 5, "heldout": 5}}}))
+    assert "recorded in the registry" in launch.complete(db, settings, run, folder)
+    metrics = registry.metrics_of(db, [loop["sft"].id, loop["base"].id, loop["rm"].id])
+    assert metrics[loop["base"].id]["auto/corpus_ppl"] == 12.2 and metrics[loop["sft"].id]["auto/kl"] == 0.0
+    assert metrics[loop["rm"].id] == {"auto/rm_accuracy": 0.7, "auto/rm_accuracy_train": 0.72, "auto/rm_accuracy_heldout": 0.69}
