@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 from pathlib import Path
 
 import typer
 
-from app.config import REPO_ROOT, Settings, SettingsError, get_settings
+from app.config import REPO_ROOT, SettingsError, get_settings
 from app.errors import AppError
 
 cli = typer.Typer(
@@ -73,55 +72,16 @@ def serve(
 def demo(
     port: int = typer.Option(8000, help="Port to serve on"),
     database: Path = typer.Option(REPO_ROOT / "var" / "demo.sqlite3", help="SQLite file for the demo"),
-    no_serve: bool = typer.Option(False, "--no-serve", help="Set up and print the accounts, but do not serve"),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Set up and print the accounts, but do not serve (nor start a worker)"),
+    no_worker: bool = typer.Option(False, "--no-worker", help="Serve without the training worker beside the server"),
 ) -> None:
-    """Create a SQLite database, migrate it, seed demo accounts (random passwords) and serve."""
-    import uvicorn
+    """SQLite database, migrations, demo accounts (random passwords) and labeling content; with
+    torch installed, a tiny base model and a pretraining corpus; then serve, with a training
+    worker as a child process (stopped with the server)."""
+    import app.cli as registered  # noqa: PLW0406 - under `python -m app.cli` this module is __main__; domains register on app.cli
+    from app.demo import run_demo
 
-    from app.db import make_engine, make_sessionmaker, unit_of_work
-    from app.main import create_app
-    from app.migrate import upgrade
-    from app.users import service as users
-
-    database.parent.mkdir(parents=True, exist_ok=True)
-    settings = Settings(
-        mode="demo",
-        database_url=f"sqlite:///{database.resolve()}",
-        secret_key=secrets.token_urlsafe(48),
-        artifact_dir=database.resolve().parent / "artifacts",
-        port=port,
-    )
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    factory = make_sessionmaker(engine)
-    accounts = []
-    with unit_of_work(factory) as db:
-        for username, role in (("admin", "admin"), ("researcher", "researcher"), ("labeler", "labeler")):
-            password = secrets.token_urlsafe(12)
-            existing = users.get_by_username(db, username)
-            if existing is None:
-                users.create_user(db, username=username, password=password, role=role)
-            else:
-                existing.password_hash = users.security.hash_password(password)
-                existing.active = True
-            accounts.append((username, role, password))
-    extra: list[str] = []
-    for seeder in DEMO_SEEDERS:
-        extra.extend(seeder(settings, factory))
-    typer.secho("\nrlhf-lab demo", bold=True)
-    typer.echo(f"  database : {database}")
-    typer.echo(f"  open     : http://127.0.0.1:{port}/login\n")
-    typer.echo("  accounts (passwords are new each time the demo starts):")
-    for username, role, password in accounts:
-        typer.echo(f"    {role:<11} {username:<11} {password}")
-    for line in extra:
-        typer.echo(f"  {line}")
-    typer.echo("\n  training runs queued on the Runs page need a worker (pip install -e '.[train]' first):")
-    typer.echo(f"    RLHF_DATABASE_URL={settings.database_url} RLHF_ARTIFACT_DIR={settings.artifact_dir} rlhf worker")
-    typer.echo("")
-    if no_serve:
-        return
-    uvicorn.run(create_app(settings, engine=engine), host="127.0.0.1", port=port, log_level="warning")
+    run_demo(port=port, database=database, serve=not no_serve, worker=not no_worker, seeders=registered.DEMO_SEEDERS)
 
 
 def _register_domain_commands() -> None:

@@ -96,6 +96,9 @@ def list_batches() -> None:
             typer.echo(f"{b.id:>5}  {b.name:<30} {b.kind.value:<13} K={b.k or '-'}  {r['done']}/{r['tasks']} tasks done  {b.status.value}")
 
 
+# The demo's prompts: (text, origin user, category). Origin users decide the split (80/10/10 by a
+# hash of the name): these 20 land 15 train, 2 valid (sybil, xavier), 3 test (dana, frank, grace),
+# so SFT, the RM and PPO all find held-out rows. The first six also get canned responses to rank.
 DEMO_PROMPTS = [
     ("Explain the moon landing to a 6 year old in a few sentences.", "alice", "open_qa"),
     ("Write a short poem about a frog who wants to fly.", "bob", "generation"),
@@ -104,41 +107,76 @@ DEMO_PROMPTS = [
     ("Is it <b>safe</b> to <script>alert('x')</script> eat raw cookie dough?", "erin", "closed_qa"),
     ("Rewrite this sentence more politely: give me the report now.", "frank", "rewrite"),
 ]
+LOOP_PROMPTS = [
+    ("Name three colours of the rainbow.", "grace", "open_qa"),
+    ("Write one sentence about a cat who loves the rain.", "heidi", "generation"),
+    ("Give two tips for sleeping well.", "ivan", "brainstorming"),
+    ("Translate 'good night' into French.", "judy", "other"),
+    ("Is this review positive or negative? 'The soup was cold and the waiter was rude.'", "mallory", "classification"),
+    ("What is the capital of Italy?", "niaj", "open_qa"),
+    ("Summarize in one sentence: The bus was late, so Sam walked to school and arrived just in time.", "olivia", "summarization"),
+    ("Hi! Can you suggest a name for my new puppy?", "peggy", "chat"),
+    ("Extract the date from this note: 'The party is on 12 May at Ana's house.'", "rupert", "extract"),
+    ("Rewrite in plain words: The meeting has been postponed indefinitely.", "sybil", "rewrite"),
+    ("List three fruits that are yellow.", "trent", "brainstorming"),
+    ("Explain in two sentences why the sky is blue.", "victor", "open_qa"),
+    ("Write a two-line poem about the sea.", "walter", "generation"),
+    ("Answer yes or no: is a tomato a fruit?", "xavier", "closed_qa"),
+]
+# Canned responses for the K=5 practice batch, under model names that are not real models (each
+# becomes an external model in the registry; the demo's real models are tiny-base and its children).
+# The batch has priority -1: the ranking batches that generate runs build (priority 0) come first.
 DEMO_STYLES = [
-    ("tiny-sft", "{t} Here is a careful, complete answer."),
-    ("tiny-ppo", "Sure! {t} — answered briefly and helpfully."),
-    ("tiny-base", "{t} I don't know."),
-    ("gpt-small", "Answer: it depends; {t}"),
+    ("canned-careful", "{t} Here is a careful, complete answer."),
+    ("canned-cheerful", "Sure! {t} — answered briefly and helpfully."),
+    ("canned-unsure", "{t} I don't know."),
+    ("canned-hedging", "Answer: it depends; {t}"),
     ("human", "Thanks for asking. {t} Let me explain step by step."),
 ]
 
 
 def seed_demo(settings, factory) -> list[str]:
-    """`rlhf demo`: a few prompts, a demonstration batch and a K=5 ranking batch ready to label."""
+    """`rlhf demo`: 20 prompts across categories and splits with a demonstration batch (the start
+    of the training loop), and a K=5 ranking batch of canned responses for the first six."""
     from sqlalchemy import select
 
     from app.labeling import batches
     from app.labeling.models import Batch, TaskKind
     from app.prompts import service
+    from app.prompts.models import Prompt
 
+    lines = []
     with unit_of_work(factory) as db:
         if db.scalar(select(Batch.id).where(Batch.name == "demo-ranking")):
-            return ["labeling: demo batches already present"]
-        summary = service.import_prompts(
-            db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in DEMO_PROMPTS], settings=settings
-        )
-        ids = summary.prompt_ids
-        records = []
-        for pid, (p, _u, _c) in zip(ids, DEMO_PROMPTS):
-            for model, style in DEMO_STYLES:
-                records.append({"prompt_id": pid, "completion": style.format(t=f"(response to prompt {pid})"), "model": model})
-        service.import_completions(db, records, settings=settings)
-        batches.create_batch(db, batches.BatchOptions(name="demo-demonstrations", kind=TaskKind.demonstration, priority=1), prompt_ids=ids)
-        batches.create_batch(
-            db, batches.BatchOptions(name="demo-ranking", kind=TaskKind.ranking, k=5, overlap_share=0.5, overlap_count=2, priority=2),
-            prompt_ids=ids,
-        )
-    return [f"labeling: {len(ids)} prompts, a demonstration batch and a K=5 ranking batch are ready to label"]
+            lines.append("labeling: demo batches already present")
+        else:
+            summary = service.import_prompts(
+                db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in DEMO_PROMPTS], settings=settings
+            )
+            ids = summary.prompt_ids
+            records = []
+            for pid in ids:
+                for model, style in DEMO_STYLES:
+                    records.append({"prompt_id": pid, "completion": style.format(t=f"(response to prompt {pid})"), "model": model})
+            service.import_completions(db, records, settings=settings)
+            batches.create_batch(
+                db, batches.BatchOptions(name="demo-ranking", kind=TaskKind.ranking, k=5, overlap_share=0.5, overlap_count=2, priority=-1),
+                prompt_ids=ids,
+            )
+            lines.append(f"labeling: a K=5 ranking batch of canned responses to {len(ids)} prompts (practice: served last)")
+        loop_hashes = [service.content_hash(p) for p, _u, _c in LOOP_PROMPTS]
+        if db.scalar(select(Prompt.id).where(Prompt.content_hash == loop_hashes[0])) is None:
+            service.import_prompts(
+                db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in LOOP_PROMPTS], settings=settings
+            )
+            origins = [u for _p, u, _c in DEMO_PROMPTS + LOOP_PROMPTS]
+            ids = list(db.scalars(select(Prompt.id).where(Prompt.origin_user.in_(origins)).order_by(Prompt.id)))
+            name = "demo-demonstrations"
+            if db.scalar(select(Batch.id).where(Batch.name == name)):  # a demo database from before the loop prompts
+                name = "demo-loop-demonstrations"
+            batches.create_batch(db, batches.BatchOptions(name=name, kind=TaskKind.demonstration, priority=1), prompt_ids=ids)
+            lines.append(f"labeling: a demonstration batch of {len(ids)} prompts (train, valid and test splits)")
+    return lines
 
 
 def register(cli: typer.Typer) -> None:
