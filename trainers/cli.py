@@ -1,4 +1,4 @@
-"""``python -m trainers init-tiny|sft|rm|ppo|generate``: flags generated from the config dataclasses.
+"""``python -m trainers init-tiny|sft|rm|ppo|generate|eval``: flags generated from the config dataclasses.
 
 Each command takes ``--config FILE`` (JSON or YAML) and one flag per config key that overrides
 it. The trainers' own errors are printed as one line (``error: ...``) with exit status 2.
@@ -17,6 +17,7 @@ from trainers.errors import TrainerError
 
 
 def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
+    from trainers.evaluate import EvalConfig, run_eval
     from trainers.generate import GenerateConfig, generate_completions
     from trainers.ppo import PPOConfig, train_ppo
     from trainers.reward import RMConfig, train_rm
@@ -29,6 +30,8 @@ def _commands() -> dict[str, tuple[type, Callable[[Any], Any], str]]:
         "rm": (RMConfig, train_rm, "reward model on K-wise rankings or pairwise rows"),
         "ppo": (PPOConfig, train_ppo, "PPO-ptx against a reward model"),
         "generate": (GenerateConfig, generate_completions, "sample K completions per prompt"),
+        "eval": (EvalConfig, run_eval, ("automatic evaluations: RM score, KL to a reference, corpus perplexity, "
+                                        "RM accuracy per labeler group")),
     }
 
 

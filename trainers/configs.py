@@ -188,3 +188,60 @@ class GenerateConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"two models would be written under the same name ({', '.join(names)}); "
                               "give distinct names with --model-name")
+
+@dataclass
+class EvalConfig:
+    model: str = opt(help="causal LM folder(s) or hub name(s) to evaluate, comma-separated; loaded one at a time")
+    out: str = opt(help="run folder: results.json, metrics.jsonl, config.json")
+    model_name: str | None = opt(None, help="name(s) of the models in results.json, comma-separated, one per model (default: each folder's name)")
+    reference: str | None = opt(None, help="reference (SFT) model folder: each policy's KL to it on its sampled responses (needs --prompts)")
+    reward_model: str | None = opt(None, help="RM folder: mean score of the sampled responses (--prompts) and pairwise accuracy (--comparisons)")
+    prompts: str | None = opt(None, help="held-out prompts file (docs/formats.md 'prompts'): one response sampled per prompt from each model")
+    corpus: str | None = opt(None, help="held-out pretraining text (docs/formats.md 'pretraining text': .txt, .txt.gz, or rows with 'text'): per-token NLL and perplexity")
+    comparisons: str | None = opt(None, help="held-out comparisons (native rows with labeler_group, or pairwise rows): the RM's pairwise accuracy, overall and per labeler group")
+    max_prompts: int = opt(256, help="evaluate the first N prompts of --prompts")
+    max_documents: int = opt(512, help="evaluate the first N documents of --corpus")
+    max_new_tokens: int = opt(64, help="response length limit of the sampled responses")
+    temperature: float = opt(1.0, help="sampling temperature, and the temperature of the KL's log-probs (0 = greedy responses, KL at temperature 1); no top-k/top-p")
+    max_length: int = opt(512, help="token limit: prompts are cut from the left to it, corpus documents to their first N tokens, RM inputs to N")
+    batch_size: int = opt(16, help="prompts, documents or RM inputs per forward pass")
+    seed: int = opt(0, help="random seed: every model samples from it")
+    dtype: str = opt("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    skip_bad_rows: bool = opt(False, help="skip malformed rows (counted) instead of stopping")
+
+    def models(self) -> list[str]:
+        """The model folders / hub names of ``model``, in order."""
+        return [m.strip() for m in self.model.split(",")]
+
+    def model_names(self) -> list[str]:
+        """One name per model: ``model_name``'s entries, else each folder's name."""
+        if self.model_name and self.model_name.strip():
+            return [n.strip() for n in self.model_name.split(",")]
+        return [PurePath(m.rstrip("/")).name for m in self.models()]
+
+    def validate(self) -> None:
+        models = self.models()
+        if not all(models):
+            raise ConfigError(f"--model: an empty entry in {self.model!r} (separate models by single commas)")
+        names = self.model_names()
+        if self.model_name and self.model_name.strip() and not all(names):
+            raise ConfigError(f"--model-name: an empty entry in {self.model_name!r}")
+        if len(names) != len(models):
+            raise ConfigError(f"--model-name gives {len(names)} name(s) for {len(models)} model(s); "
+                              "give one name per model, comma-separated, in the same order")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two models would be reported under the same name ({', '.join(names)}); "
+                              "give distinct names with --model-name")
+        if not (self.prompts or self.corpus or self.comparisons):
+            raise ConfigError("nothing to evaluate: give --prompts, --corpus and/or --comparisons")
+        if self.prompts and not (self.reward_model or self.reference):
+            raise ConfigError("--prompts needs --reward-model (RM score) and/or --reference (KL): "
+                              "without either, the sampled responses are not measured")
+        if self.comparisons and not self.reward_model:
+            raise ConfigError("--comparisons needs --reward-model (the RM whose pairwise accuracy is measured)")
+        if min(self.max_prompts, self.max_documents, self.max_new_tokens, self.batch_size) < 1:
+            raise ConfigError("max_prompts, max_documents, max_new_tokens and batch_size must be at least 1")
+        if self.max_length < 2:
+            raise ConfigError("max_length must be at least 2")
+        if self.temperature < 0:
+            raise ConfigError("temperature must be >= 0 (0 = greedy)")
