@@ -86,6 +86,7 @@ def demo(
 
 def _register_domain_commands() -> None:
     from app.datasets.cli import register as register_datasets
+    from app.evals.cli import register as register_evals
     from app.labeling.cli import register as register_labeling
     from app.registry.cli import register_commands as register_models
     from app.runs.cli import register as register_runs
@@ -96,6 +97,7 @@ def _register_domain_commands() -> None:
     register_runs(cli)
     register_labeling(cli)
     register_datasets(cli)
+    register_evals(cli)
 
 
 _register_domain_commands()
