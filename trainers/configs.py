@@ -84,7 +84,8 @@ class RMConfig:
     warmup_steps: int = opt(0, help="linear warm-up steps")
     weight_decay: float = opt(0.0, help="AdamW weight decay")
     grad_clip: float = opt(1.0, help="gradient norm clip (0 = off)")
-    max_length: int = opt(512, help="maximum tokens of prompt + completion")
+    max_length: int = opt(512, help="maximum tokens of prompt + completion (saved with the RM: PPO and evals score at it)")
+    dropout: float | None = opt(0.0, help="dropout rate of the backbone and head while training (0 = off, as TRL does; empty = the backbone's own)")
     max_steps: int = opt(0, help="stop after this many steps (0 = all epochs)")
     eval_every: int = opt(0, help="also evaluate every N steps (0 = at epoch ends)")
     keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
@@ -97,6 +98,8 @@ class RMConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1:
             raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError("dropout must be in [0, 1)")
 
 @dataclass
 class PPOConfig:

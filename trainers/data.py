@@ -255,6 +255,8 @@ def group_preferences(items: list[Any]) -> list[RankGroup]:
 
     Rows that carry a ``ranking_id`` (the app's exports) are grouped by prompt and ranking, which
     rebuilds each labeler's ranking exactly; rows without one (external data) by prompt alone.
+    Rows of one prompt in different splits form separate groups, so that every row is used in the
+    split it is marked with (see :func:`prompts_in_several_splits` for the warning that deserves).
     """
     groups: list[RankGroup] = []
     by_prompt: dict[str, RankGroup] = {}
@@ -263,7 +265,7 @@ def group_preferences(items: list[Any]) -> list[RankGroup]:
             groups.append(it)
             continue
         prompt, chosen, rejected, split, ranking_id = it
-        key = json.dumps([prompt, ranking_id], sort_keys=True)
+        key = json.dumps([prompt, ranking_id, split], sort_keys=True)
         g = by_prompt.get(key)
         if g is None:
             g = RankGroup(prompt, [], [], split)
@@ -277,6 +279,18 @@ def group_preferences(items: list[Any]) -> list[RankGroup]:
         if idx[0] != idx[1] and (idx[0], idx[1]) not in g.pairs:
             g.pairs.append((idx[0], idx[1]))
     return [g for g in groups if g.pairs]
+
+
+def prompts_in_several_splits(groups: list[RankGroup]) -> int:
+    """How many prompts have groups in more than one split (a held-out prompt also trained on)."""
+    splits: dict[str, set] = {}
+    for g in groups:
+        splits.setdefault(json.dumps(g.prompt, sort_keys=True), set()).add(_split_kind(g.split))
+    return sum(1 for s in splits.values() if len(s) > 1)
+
+
+def _split_kind(split: str | None) -> str:
+    return "valid" if split in ("valid", "validation", "test") else "train"
 
 
 def parse_prompt(row: dict) -> PromptExample:

@@ -55,9 +55,24 @@ def encode_response(tokenizer: Any, messages: Messages, response: str, add_eos: 
             ids = ids + [eos]
         return ids
     ids = list(tokenizer(" " + response, add_special_tokens=False)["input_ids"])
-    if add_eos and tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
+    end = end_token_id(tokenizer)
+    if add_eos and end is not None:
+        ids.append(end)
     return ids
+
+
+def end_token_id(tokenizer: Any) -> int | None:
+    """The token that closes a response: EOS, or for an encoder without one (BERT, MiniLM) its
+    [SEP], so that an encoder reads ``[CLS] prompt [SEP] response [SEP]``, its own pair format."""
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    return getattr(tokenizer, "sep_token_id", None)
+
+
+def _leading_special(tokenizer: Any, ids: list[int]) -> int:
+    """1 when ``ids`` starts with the tokenizer's BOS or [CLS] (kept through left truncation)."""
+    starts = {getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "cls_token_id", None)} - {None}
+    return 1 if ids and ids[0] in starts else 0
 
 
 def encode_pair(
@@ -65,13 +80,16 @@ def encode_pair(
 ) -> tuple[list[int], int]:
     """(prompt + response ids, prompt length), truncated to ``max_length``.
 
-    The prompt is cut from the left (its end is what the response follows), the response from
-    the right; a long prompt keeps at least half of ``max_length``, the response the rest.
+    The prompt is cut from the left (its end is what the response follows), keeping a leading BOS
+    or [CLS]; the response from the right; a long prompt keeps at least half of ``max_length``,
+    the response the rest.
     """
     p = encode_prompt(tokenizer, messages)
     r = encode_response(tokenizer, messages, response, add_eos=add_eos)
     if len(p) + len(r) > max_length:
         keep_r = min(len(r), max_length - min(len(p), max_length // 2))
         r = r[:keep_r]
-        p = p[-(max_length - keep_r):] if max_length - keep_r > 0 else []
+        room = max_length - keep_r
+        head = _leading_special(tokenizer, p) if room > 1 else 0
+        p = p[:head] + p[len(p) - (room - head):] if room > 0 else []
     return p + r, len(p)

@@ -106,6 +106,15 @@ class ScalarHeadModel(nn.Module):
     def set_bias(self, value: float) -> None:
         self.hf.config.reward_bias = float(value)
 
+    @property
+    def max_length(self) -> int | None:
+        """The token limit the RM was trained at (saved in its config), or None when unknown."""
+        value = getattr(self.hf.config, "reward_max_length", None)
+        return int(value) if value else None
+
+    def set_max_length(self, value: int) -> None:
+        self.hf.config.reward_max_length = int(value)
+
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.hf.base_model(
             input_ids=input_ids, attention_mask=attention_mask,
@@ -129,15 +138,48 @@ class ScalarHeadModel(nn.Module):
         self.hf.save_pretrained(path, **kw)
 
 
-def load_scalar_model(name: str, dtype: torch.dtype = torch.float32) -> ScalarHeadModel:
-    """Load any backbone (causal LM folder, RM folder, encoder) with a 1-output head."""
-    from transformers import AutoModelForSequenceClassification
+def set_dropout(config: Any, model: nn.Module | None, p: float) -> int:
+    """Set every dropout probability of a transformers config (``hidden_dropout_prob``,
+    ``attention_dropout``, ``classifier_dropout`` ...) and every ``nn.Dropout`` of ``model`` to
+    ``p``. Returns the number of config fields changed."""
+    n = 0
+    for key, value in list(config.to_dict().items()):
+        if "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool):
+            setattr(config, key, float(p))
+            n += 1
+        elif key == "classifier_dropout":  # None means "use hidden_dropout_prob"
+            setattr(config, key, float(p))
+            n += 1
+    if model is not None:
+        for mod in model.modules():
+            if isinstance(mod, nn.Dropout):
+                mod.p = float(p)
+            elif hasattr(mod, "dropout_prob") and isinstance(mod.dropout_prob, float):
+                mod.dropout_prob = float(p)  # attention modules that pass their rate to SDPA
+    return n
+
+
+def load_scalar_model(name: str, dtype: torch.dtype = torch.float32, dropout: float | None = None) -> ScalarHeadModel:
+    """Load any backbone (causal LM folder, RM folder, encoder) with a 1-output head.
+
+    ``dropout`` sets every dropout rate of the backbone and head (0 turns dropout off, as TRL's
+    ``disable_dropout`` does; None keeps the backbone's own rates)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _check_source(name)
     try:
-        hf = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1, dtype=dtype)
+        kw: dict[str, Any] = {}
+        if dropout is not None:
+            config = AutoConfig.from_pretrained(name, num_labels=1)
+            set_dropout(config, None, dropout)
+            kw["config"] = config
+        else:
+            kw["num_labels"] = 1
+        hf = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype, **kw)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load a reward-model backbone from {name!r}: {str(e).splitlines()[0]}") from None
+    if dropout is not None:
+        set_dropout(hf.config, hf, dropout)
     if hf.config.pad_token_id is None:
         hf.config.pad_token_id = hf.config.eos_token_id
     hf.config.problem_type = "regression"

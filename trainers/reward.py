@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,8 @@ from trainers.common import (
 from trainers.config import write_config
 from trainers.configs import RMConfig
 from trainers.data import (
-    Messages, RankGroup, group_preferences, parse_preference, parse_sft, read_file, split_train_valid,
+    Messages, RankGroup, group_preferences, parse_preference, parse_sft, prompts_in_several_splits, read_file,
+    split_train_valid,
 )
 from trainers.formatting import encode_pair
 from trainers.losses import kwise_loss, pairwise_correct
@@ -82,7 +84,9 @@ def evaluate(model: Any, groups: list[EncodedGroup], pad_id: int, bs: int, devic
 @torch.no_grad()
 def score_texts(rm: ScalarHeadModel, tok: Any, prompts: list[Messages], responses: list[str], device,
                 max_length: int = 512, batch_size: int = 16) -> torch.Tensor:
-    """RM scores (bias included) of prompt/response pairs, rendered like the training data."""
+    """RM scores (bias included) of prompt/response pairs, rendered like the training data and cut
+    to the length the RM was trained at (``max_length`` only for an RM that does not record it)."""
+    max_length = rm.max_length or max_length
     out = []
     for s in range(0, len(prompts), batch_size):
         seqs = [encode_pair(tok, p, r, max_length)[0] for p, r in zip(prompts[s:s + batch_size], responses[s:s + batch_size])]
@@ -121,6 +125,11 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     items, report = read_file(cfg.data, parse_preference, cfg.skip_bad_rows)
     groups = group_preferences(items)
+    mixed = prompts_in_several_splits(groups)
+    if mixed and is_main():
+        print(f"warning: {cfg.data}: {mixed} prompt(s) have comparisons in both the training and the held-out "
+              "splits; each row is used in the split it is marked with, but held-out accuracy on these prompts "
+              "is not fully held out", file=sys.stderr)
     if cfg.valid_data:
         v_items, _ = read_file(cfg.valid_data, parse_preference, cfg.skip_bad_rows)
         train_groups, valid_groups = groups, group_preferences(v_items)
@@ -132,8 +141,9 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
-    model = load_scalar_model(str(resume_from / "rm") if resume_from else cfg.model).to(device)
+    model = load_scalar_model(str(resume_from / "rm") if resume_from else cfg.model, dropout=cfg.dropout).to(device)
     model.set_bias(0.0)
+    model.set_max_length(cfg.max_length)
     model.train()
     train_enc = encode_groups(tok, train_groups, cfg.max_length)
     valid_enc = shard(encode_groups(tok, valid_groups, cfg.max_length), rank, world)
@@ -199,7 +209,8 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     bar.close()
     result: dict[str, Any] = {"steps": step, "finished": step >= total_steps, "input": report.summary(),
                               "train_groups": len(train_groups), "valid_groups": len(valid_groups),
-                              "train_pairs": sum(len(g.pairs) for g in train_groups), **last_eval}
+                              "train_pairs": sum(len(g.pairs) for g in train_groups),
+                              "prompts_in_several_splits": mixed, **last_eval}
     if step >= total_steps:
         norm = normalise_bias(model, tok, cfg, train_groups, device)
         result.update(norm)

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from trainers.data import (
-    group_preferences, iter_text_documents, parse_comparison, parse_preference, parse_prompt, parse_sft, read_file,
-    read_pretrain, split_train_valid,
+    group_preferences, iter_text_documents, parse_comparison, parse_preference, parse_prompt, parse_sft,
+    prompts_in_several_splits, read_file, read_pretrain, split_train_valid,
 )
 from trainers.errors import DataError
 
@@ -94,6 +94,20 @@ def test_pairwise_rows_without_ranking_id_group_by_prompt():
     g, h = group_preferences([parse_preference(r) for r in rows])
     assert g.completions == ["a", "b", "c"] and sorted(g.pairs) == [(0, 1), (0, 2), (1, 2)]
     assert h.completions == ["x", "y"] and h.pairs == [(0, 1)]
+
+
+def test_pairwise_rows_stay_in_the_split_they_are_marked_with():
+    # One prompt, rows in both splits, no ranking_id: before, the group took its first row's split
+    # and the test rows were trained on without a word.
+    rows = [{"prompt": "Q", "chosen": "a", "rejected": "b", "split": "train"},
+            {"prompt": "Q", "chosen": "c", "rejected": "d", "split": "test"},
+            {"prompt": "Q", "chosen": "e", "rejected": "f", "split": "test"},
+            {"prompt": "R", "chosen": "x", "rejected": "y", "split": "test"}]
+    groups = group_preferences([parse_preference(r) for r in rows])
+    train, valid = split_train_valid(groups, 0.0, 0)
+    assert [g.completions for g in train] == [["a", "b"]]
+    assert sorted(c for g in valid for c in g.completions) == ["c", "d", "e", "f", "x", "y"]
+    assert prompts_in_several_splits(groups) == 1  # Q: reported by the RM trainer as a warning
 
 
 def test_message_style_pairwise_rows():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from trainers.formatting import encode_pair
 from trainers.models import apply_residual_dropout, load_causal_lm, load_scalar_model, load_tokenizer, pad_batch
@@ -80,3 +81,18 @@ def test_residual_dropout_acts_in_training_only(tiny_dir):
     with torch.no_grad():
         c = model(ids).logits
     assert not torch.allclose(a, c)
+
+
+def test_dropout_option_turns_the_backbone_dropout_off_or_sets_it(minilm_dir):
+    tok = load_tokenizer(str(minilm_dir))
+    seqs = [encode_pair(tok, MSGS, t, 64)[0] for t in ("red", "blue and green")]
+    batch = pad_batch(seqs, tok.pad_token_id)
+    off = load_scalar_model(str(minilm_dir), dropout=0.0).train()  # training mode, yet deterministic
+    with torch.no_grad():
+        assert torch.equal(off(*batch), off(*batch))
+    on = load_scalar_model(str(minilm_dir), dropout=0.3).train()
+    assert on.hf.config.hidden_dropout_prob == 0.3
+    with torch.no_grad():
+        assert not torch.allclose(on(*batch), on(*batch))
+    kept = load_scalar_model(str(minilm_dir))  # None: the backbone's own rate
+    assert kept.hf.config.hidden_dropout_prob == AutoConfig.from_pretrained(minilm_dir).hidden_dropout_prob

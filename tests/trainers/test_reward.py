@@ -138,3 +138,18 @@ def test_encoder_backbone_trains_as_a_reward_model(minilm_dir, tmp_path):
     tok = load_tokenizer(str(tmp_path / "rm" / "model"))
     ids, _ = encode_pair(tok, [{"role": "user", "content": "x"}], "y", 64)
     assert ids[0] == tok.cls_token_id
+
+
+def test_the_rm_records_its_max_length_and_is_scored_at_it(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "rank.jsonl", ranking_rows(4, k=3, seed=1))
+    train_rm(RMConfig(model=str(tiny_dir), data=str(data), out=str(tmp_path / "rm"), batch_size=2, max_length=24,
+                      valid_fraction=0.0, lr=1e-4))
+    rm = load_scalar_model(str(tmp_path / "rm" / "model")).eval()
+    tok = load_tokenizer(str(tmp_path / "rm" / "model"))
+    assert rm.max_length == 24
+    msgs, long = [{"role": "user", "content": "question"}], "a long answer " * 30
+    cut, _ = encode_pair(tok, msgs, long, 24)
+    with torch.no_grad():
+        expected = rm(*pad_batch([cut], tok.pad_token_id))
+    # PPO and the evals call score_texts with their own, longer limits: the RM's own length wins
+    assert torch.allclose(score_texts(rm, tok, [msgs], [long], torch.device("cpu"), max_length=512), expected)
