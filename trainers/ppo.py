@@ -72,6 +72,33 @@ def ptx_loss(model: Any, batch: list[list[int]], pad_id: int, device, dtype) -> 
                                              ignore_index=-100)
 
 
+def pretrain_sequences(tok: Any, documents: list[str], max_length: int) -> list[list[int]]:
+    """Each document on its own: tokenized, cut to its first ``max_length`` tokens (the rest is
+    dropped, nothing is packed). A document that fits ends with EOS, as a response does, so the ptx
+    term teaches the policy to stop rather than to run on; one of under 2 tokens has no next-token
+    target and is left out."""
+    eos = tok.eos_token_id
+    out = []
+    for text in documents:
+        ids = list(tok(text, add_special_tokens=True)["input_ids"])
+        if eos is not None and len(ids) < max_length and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        ids = ids[:max_length]
+        if len(ids) >= 2:
+            out.append(ids)
+    return out
+
+
+def hold_out_documents(docs: list[list[int]], n: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(train, held-out): the last ``n`` documents, or a tenth of them when fewer than ``10 n``,
+    are kept out of the ptx term so that ``eval/ptx_loss`` measures held-out text. A corpus of
+    under 10 documents is too small to split: it is trained on and measured whole."""
+    k = min(n, len(docs) // 10)
+    if k < 1:
+        return docs, docs
+    return docs[:-k], docs[-k:]
+
+
 def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     """Run PPO-ptx. ``reward_fn(prompts, responses) -> scores`` replaces the RM (scripted rewards)."""
     rank, world, device = init_distributed()
@@ -88,13 +115,11 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
         write_config(cfg, out)
     dtype = resolve_dtype(cfg.dtype, device)
     tok = load_tokenizer(cfg.policy)
-    # Each document on its own: tokenized, cut to its first ptx_max_length tokens (the rest is dropped,
-    # nothing is packed); one of under 2 tokens has no next-token target and is left out.
-    pre_ids = [ids for ids in (tok(t, add_special_tokens=True)["input_ids"][: cfg.ptx_max_length] for t in pretrain)
-               if len(ids) >= 2]
+    pre_ids = pretrain_sequences(tok, pretrain, cfg.ptx_max_length)
     del pretrain
     if cfg.pretrain_data and not pre_ids:
         raise DataError(f"{cfg.pretrain_data}: no pretraining document of 2 tokens or more")
+    pre_ids, eval_pre = hold_out_documents(pre_ids, max(cfg.ptx_batch_size, 16))
     score_fn, rm = _scorer(cfg, reward_fn, device)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
@@ -103,7 +128,6 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     for p in ref.parameters():
         p.requires_grad_(False)
     value = load_scalar_model(str(resume_from / "value") if resume_from else _value_source(cfg, tok, rm)).to(device).train()
-    eval_pre = pre_ids[: max(cfg.ptx_batch_size, 16)]
     d_policy = DDP(policy) if world > 1 else policy
     d_value = DDP(value) if world > 1 else value
     optim = torch.optim.AdamW([{"params": list(policy.parameters()), "lr": cfg.lr},
@@ -222,6 +246,7 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     if pre_report is not None:
         result["pretrain_input"] = pre_report.summary()
         result["pretrain_documents"] = len(pre_ids)
+        result["pretrain_heldout_documents"] = len(eval_pre) if eval_pre is not pre_ids else 0
     if is_main() and step >= cfg.steps:
         final = out / "model"
         shutil.rmtree(final, ignore_errors=True)

@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from trainers.common import metric_series, read_metrics
 from trainers.errors import ConfigError, DataError
-from trainers.ppo import PPOConfig, train_ppo
+from trainers.models import load_tokenizer
+from trainers.ppo import PPOConfig, hold_out_documents, pretrain_sequences, train_ppo
 
 from conftest import prompt_rows, sft_rows, write_jsonl
 
@@ -111,7 +112,8 @@ def test_ptx_reads_a_plain_text_corpus_like_text_rows(tiny_dir, tmp_path, ppo_da
     a = _cfg(tiny_dir, tmp_path, (ppo_data[0], corpus), "txt", steps=2, ptx_coef=1.0, eval_every=0)
     b = _cfg(tiny_dir, tmp_path, (ppo_data[0], rows), "rows", steps=2, ptx_coef=1.0, eval_every=0)
     result = train_ppo(a, reward_fn=vowel_share)
-    assert result["pretrain_documents"] == 24 and "corpus.txt: 24 rows read" in result["pretrain_input"]
+    assert result["pretrain_documents"] + result["pretrain_heldout_documents"] == 24
+    assert result["pretrain_heldout_documents"] == 2 and "corpus.txt: 24 rows read" in result["pretrain_input"]
     assert len(_series(a, "eval/ptx_loss")) == 2 and all(v > 0 for v in _series(a, "loss/ptx"))
     train_ppo(b, reward_fn=vowel_share)
     for name in ("loss/ptx", "eval/ptx_loss"):
@@ -119,7 +121,32 @@ def test_ptx_reads_a_plain_text_corpus_like_text_rows(tiny_dir, tmp_path, ppo_da
 
 
 def test_pretraining_corpus_without_a_usable_document_is_refused(tiny_dir, tmp_path, ppo_data):
-    (tmp_path / "tiny.txt").write_text("a\n\nb\n", encoding="utf-8")  # one token each: no next-token target
+    (tmp_path / "tiny.txt").write_text("a\n\nb\n", encoding="utf-8")
+    # cut to one token each, no document has a next-token target
     with pytest.raises(DataError, match="tiny.txt: no pretraining document of 2 tokens or more"):
-        train_ppo(_cfg(tiny_dir, tmp_path, (ppo_data[0], tmp_path / "tiny.txt"), "none", steps=1, ptx_coef=1.0),
-                  reward_fn=vowel_share)
+        train_ppo(_cfg(tiny_dir, tmp_path, (ppo_data[0], tmp_path / "tiny.txt"), "none", steps=1, ptx_coef=1.0,
+                       ptx_max_length=1), reward_fn=vowel_share)
+
+
+def test_pretraining_documents_end_with_eos_unless_cut(tiny_dir):
+    tok = load_tokenizer(str(tiny_dir))
+    short, long = "the cat sleeps.", " ".join(["the dog runs in the park."] * 40)
+    a, b = pretrain_sequences(tok, [short, long, ""], 32)  # "" has no next-token target: left out
+    assert a[-1] == tok.eos_token_id and a[:-1] == tok(short)["input_ids"]
+    assert len(b) == 32 and b == tok(long)["input_ids"][:32]  # cut: it did not end there
+
+
+def test_ptx_eval_loss_is_measured_on_documents_ppo_does_not_train_on():
+    docs = [[i, i + 1] for i in range(100)]
+    train, heldout = hold_out_documents(docs, 16)
+    assert heldout == docs[-10:] and train == docs[:-10]  # a tenth when under 10 x 16 documents
+    train, heldout = hold_out_documents([[i, i] for i in range(400)], 16)
+    assert len(heldout) == 16 and not {tuple(d) for d in heldout} & {tuple(d) for d in train}
+    tiny = [[1, 2]] * 5
+    assert hold_out_documents(tiny, 16) == (tiny, tiny)  # too small to split
+
+
+def test_ppo_reports_the_heldout_pretraining_documents(tiny_dir, tmp_path, ppo_data):
+    result = train_ppo(_cfg(tiny_dir, tmp_path, ppo_data, "held", steps=1, ptx_coef=1.0, eval_every=0),
+                       reward_fn=vowel_share)
+    assert result["pretrain_documents"] == 58 and result["pretrain_heldout_documents"] == 6  # 64 rows
