@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+import ipaddress
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,9 +40,21 @@ class Settings(BaseSettings):
     artifact_dir: Path = Field(REPO_ROOT / "var" / "artifacts", description="Exports, datasets, checkpoints")
     session_max_age_s: int = Field(8 * 3600, description="A login lasts this long")
     cookie_secure: bool = Field(False, description="Send the session cookie over HTTPS only")
-    login_max_failures: int = Field(5, description="Failed logins per username allowed in the window")
-    login_max_failures_per_ip: int = Field(20, description="Failed logins per client address in the window")
-    login_window_s: int = Field(15 * 60, description="Window of the login rate limit")
+    login_max_failures: int = Field(
+        5, description="Failed sign-ins per username (from any address) in the window, after which only "
+        "browsers and addresses the user signed in from before may try (SECURITY.md, 'Sign-in limits')")
+    login_max_failures_per_ip: int = Field(
+        20, description="Failed sign-ins from one client address in the window, after which only users "
+        "who signed in from that browser or address before may try")
+    login_window_s: int = Field(15 * 60, description="Window of the sign-in limits")
+    login_free_attempts: int = Field(
+        3, description="Failed sign-ins per (username, address) before each further try waits 1, 2, 4 ... seconds")
+    login_backoff_max_s: int = Field(300, description="Longest wait between tries of one (username, address)")
+    login_trust_days: int = Field(
+        30, description="A browser (device cookie) or address that signed in stays trusted this long")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Reverse proxies whose X-Forwarded-For is believed: IPs or CIDRs, "
+        "comma-separated (e.g. 127.0.0.1,10.0.0.0/8); empty: the header is ignored")
     lease_minutes: int = Field(30, description="How long a labeler holds a task before it returns to the pool")
     token_cache_s: float = Field(
         5.0, description="The labeling API re-checks an API token at most this often per server process "
@@ -61,18 +74,44 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value):
+        if isinstance(value, str):  # from the environment: comma-separated (a JSON list works too)
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                value = json.loads(text)
+            else:
+                value = [part for part in text.split(",") if part.strip()]
+        out = []
+        for item in value or []:
+            try:
+                out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"RLHF_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR network") from None
+        return out
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
     def require_secret(self) -> str:
         """The secret key, or a SettingsError explaining how to set one."""
+        from app.security import SECRET_MIN_BITS, secret_strength_bits
+
         key = self.secret_key or ""
+        how = ("Generate one with: python -c \"import secrets; print(secrets.token_urlsafe(48))\" "
+               "and put it in RLHF_SECRET_KEY (or .env). Only `rlhf demo` generates one for you.")
         if key.lower() in WEAK_SECRETS or len(key) < 32:
+            raise SettingsError(f"RLHF_SECRET_KEY must be set to a random string of at least 32 characters. {how}")
+        bits = secret_strength_bits(key)
+        if bits < SECRET_MIN_BITS:
             raise SettingsError(
-                "RLHF_SECRET_KEY must be set to a random string of at least 32 characters "
-                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))'). "
-                "Only `rlhf demo` generates one for you."
+                f"RLHF_SECRET_KEY must be set to a random string: this one is too predictable "
+                f"(repeats or runs like 'abc...'; about {bits:.0f} bits of guessing, at least "
+                f"{SECRET_MIN_BITS} needed). {how}"
             )
         return key
 

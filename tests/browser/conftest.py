@@ -26,7 +26,7 @@ class LiveServer:
 def live_server(tmp_path_factory):
     with fresh_database(tmp_path_factory.mktemp("browser"), "browser") as url:
         upgrade(url)
-        settings = Settings(mode="test", database_url=url, secret_key="browser-secret-" + "x" * 40,
+        settings = Settings(mode="test", database_url=url, secret_key="browser-secret-Vq8nR2kX7pL4wT9zB3mH6sJ1dF5gC0yE",
                             artifact_dir=tmp_path_factory.mktemp("artifacts"))
         engine = make_engine(url)
         with serving(create_app(settings, engine=engine)) as base_url:

@@ -34,7 +34,7 @@ from tests.live_server import serving
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "runs-browser-secret-" + "y" * 40
+SECRET = "runs-browser-secret-Hn4tW8qZ1cK6vR3xP9mL2bJ7sD5fG0yA"
 RUN_TIMEOUT_MS = 45_000  # queue -> claimed -> torch import -> 3 tiny epochs -> registered
 
 

@@ -105,7 +105,7 @@ def test_racing_token_clients_over_http_on_the_hot_path(tmp_path):
             make_ranking_batch(db, tasks=40, k=4, overlap_share=0.25, overlap_count=3)
             tokens = [users.create_token(db, make_user(db, "labeler"), "race")[1] for _ in range(30)]
             required = sum(db.scalars(select(Task.required_submissions)))
-        app = create_app(Settings(mode="test", database_url=url, secret_key="x" * 40))
+        app = create_app(Settings(mode="test", database_url=url, secret_key="concurrency-Zk3uQ9vN2bR7xW4pL8sD1fH6jT0yC5mA"))
         created: list[int] = []
         statuses: list[int] = []
 
