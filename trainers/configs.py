@@ -119,7 +119,7 @@ class PPOConfig:
     value_lr: float = opt(1e-5, help="value model learning rate")
     warmup_steps: int = opt(0, help="linear warm-up (optimiser steps)")
     kl_coef: float = opt(0.02, help="beta: per-token KL penalty coefficient")
-    ptx_coef: float = opt(27.8, help="gamma: weight of the pretraining LM loss (0 = plain PPO; paper 27.8)")
+    ptx_coef: float = opt(1.0, help="gamma: weight of the pretraining LM loss (0 = plain PPO; the paper's 27.8 swamps the PPO term here, see docs/formats.md 'choosing gamma')")
     ptx_batch_size: int = opt(8, help="pretraining sequences per optimiser step (global)")
     ptx_max_length: int = opt(256, help="pretraining sequence length: each document is cut to its first N tokens (the rest is dropped; no packing)")
     gamma: float = opt(1.0, help="discount of GAE")

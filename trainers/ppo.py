@@ -3,7 +3,8 @@
 reward = RM score of the finished response - beta * (log pi - log pi_ref) per token; GAE;
 whitened advantages; clipped policy and value losses; plus ``ptx_coef`` (gamma) times the
 language-modelling loss of a pretraining batch, accumulated into the same optimiser step
-(gamma = 0 is plain PPO, the paper used 27.8); optional EMA of the policy weights.
+(gamma = 0 is plain PPO; default 1, measured: docs/formats.md 'choosing gamma'); optional EMA of
+the policy weights.
 """
 
 from __future__ import annotations
