@@ -15,11 +15,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.config import REPO_ROOT
 from app.deps import csrf_token
 from app.errors import AppError, NotAuthenticated, TooManyRequests
+from app.markdown import render_markdown
 
 log = logging.getLogger("rlhf.web")
 
 templates = Jinja2Templates(directory=str(REPO_ROOT / "templates"))
 templates.env.autoescape = True  # every template, whatever its suffix
+templates.env.filters["markdown"] = render_markdown  # {{ text | markdown }}: safe Markdown, raw HTML escaped
 
 # Navigation per role: (label, url). Later domains append their entries here.
 NAV: dict[str, list[tuple[str, str]]] = {
