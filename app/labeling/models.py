@@ -58,6 +58,7 @@ class SkipReason(enum.StrEnum):
     unclear = "unclear"
     harmful = "harmful"
     personal_data = "personal_data"
+    cannot_judge = "cannot_judge"  # e.g. the labeler lacks the expertise or the language
     other = "other"
 
 
@@ -169,6 +170,7 @@ class Assignment(Base):
     skip_reason: Mapped[SkipReason | None] = mapped_column(
         Enum(SkipReason, name="skip_reason", native_enum=False, length=16), nullable=True
     )
+    skip_note: Mapped[str | None] = mapped_column(Text, nullable=True)  # the labeler's words with a skip
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
