@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(20_000, description="Longest prompt accepted")
     max_demonstration_chars: int = Field(20_000, description="Longest demonstration accepted")
     max_comment_chars: int = Field(4_000, description="Longest comment accepted")
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest request body of a JSON call or a form (413 beyond, before it is read)")
+    max_json_import_bytes: int = Field(
+        32 * 1024 * 1024, description="Largest body of the JSON import calls (/api/prompts/import, /api/completions/import)")
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, description="Largest file upload (imports, corpora); larger files: the rlhf CLI")
+    max_decompressed_bytes: int = Field(
+        512 * 1024 * 1024, description="Largest decompressed size of a .gz upload or import file")
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -45,3 +45,8 @@ class TooManyRequests(AppError):
     def __init__(self, message: str, *, retry_after_s: int):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class TooLarge(AppError):
+    status_code = 413
+    title = "Too large"

@@ -17,6 +17,7 @@ from app.config import REPO_ROOT, Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import csrf_protect
 from app.errors import AppError
+from app import limits
 from app.security import SecurityHeadersMiddleware
 
 # Each domain contributes a JSON router and an HTML router; add new domains here.
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, engine=None, hot_path: bool 
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    limits.install(app, settings)  # body limits: before the session, CSRF, parsing or authentication
     app.add_middleware(SecurityHeadersMiddleware)
 
     app.add_exception_handler(AppError, web.app_error_handler)

@@ -387,12 +387,13 @@ def _default_batch_name(kind: str) -> str:
 
 def import_file(
     db: Session, settings: Settings, kind: str, source: Path | bytes | BinaryIO, *, name: str = "",
-    batch: str | None = None, include_synthetic: bool = False, actor=None,
+    batch: str | None = None, include_synthetic: bool = False, actor=None, max_decompressed: int | None = None,
 ) -> ImportSummary:
-    """Import one file of KIND, all-or-nothing; the caller's transaction commits."""
+    """Import one file of KIND, all-or-nothing; the caller's transaction commits. ``max_decompressed``
+    caps what a .gz file may expand to (uploads pass ``settings.max_decompressed_bytes``)."""
     if kind not in KINDS:
         raise InvalidInput(f"Unknown import kind {kind!r}: choose one of {', '.join(KINDS)}.", field="kind")
-    records = read_records(source, name)
+    records = read_records(source, name, max_decompressed=max_decompressed)
     summary = ImportSummary(kind)
     summary.read = len(records)
     if kind == "prompts":
@@ -428,9 +429,13 @@ def import_file(
     source_name = {"hh": "hh", "oasst": "oasst"}.get(kind, "import")
     writer = Writer(db, settings, source=source_name, default_batch=batch or _default_batch_name(kind), summary=summary)
     limit = max(settings.max_prompt_chars, 1)
-    for spec in specs:
+    response_limit = max(settings.max_demonstration_chars, 1)
+    for spec in specs:  # lengths are checked before anything is scrubbed (Writer scrubs)
         if len(spec.prompt.text) > limit:
             summary.skip(spec.line, f"prompt longer than {limit} characters")
+            continue
+        if any(len(text) > response_limit for text, _, _ in spec.completions):
+            summary.skip(spec.line, f"response longer than {response_limit} characters")
             continue
         if batch:
             spec.batch = batch
@@ -461,6 +466,9 @@ def _import_sft(db: Session, settings: Settings, records, summary: ImportSummary
             completion = row["completion"]
         if not completion.strip():
             summary.skip(line, "empty completion")
+            continue
+        if len(spec.text) > settings.max_prompt_chars:  # before scrubbing, as every import kind
+            summary.skip(line, f"prompt longer than {settings.max_prompt_chars} characters")
             continue
         if len(completion) > settings.max_demonstration_chars:
             summary.skip(line, f"completion longer than {settings.max_demonstration_chars} characters")

@@ -147,7 +147,8 @@ def import_upload(
     form = {"kind": kind, "batch": batch, "include_synthetic": include_synthetic}
     try:
         summary = import_file(db, settings, kind, read_upload(file), name=file.filename or "", batch=_blank(batch),
-                              include_synthetic=include_synthetic in ("true", "on", "1"), actor=admin)
+                              include_synthetic=include_synthetic in ("true", "on", "1"), actor=admin,
+                              max_decompressed=settings.max_decompressed_bytes)
     except AppError as exc:
         db.rollback()
         return render(request, "datasets/import.html", {"kinds": IMPORT_KINDS, "summary": None, "error": exc.message, "form": form},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
@@ -20,7 +20,6 @@ from app.users.models import Role
 router = APIRouter(prefix="/api", tags=["datasets"])
 Researcher = RequireRole(Role.admin, Role.researcher)
 Admin = RequireRole(Role.admin)
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 
 def _blank(v: str | None) -> str | None:
@@ -124,13 +123,15 @@ def api_agreement(db: SessionDep, user: Researcher, batch: Annotated[str | None,
     return {"agreement": agreement_report(db, batch=_blank(batch)), "throughput": throughput(db), "flag_rates": flag_rates(db)}
 
 
-def read_upload(file: UploadFile) -> bytes:
-    data = file.file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise InvalidInput(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB; import it with `rlhf import`.", field="file")
-    if not data:
+def read_upload(file: UploadFile) -> BinaryIO:
+    """The uploaded file as a stream: it stays in its spooled temporary file (on disk past 1 MiB);
+    its size was capped by the body limit (app/limits.py) before it was read."""
+    stream = file.file
+    stream.seek(0)
+    if not stream.read(1):
         raise InvalidInput("The file is empty.", field="file")
-    return data
+    stream.seek(0)
+    return stream
 
 
 @router.post("/datasets/import/{kind}", response_model=ImportSummaryOut)
@@ -138,7 +139,7 @@ def api_import(
     kind: str, db: SessionDep, settings: SettingsDep, admin: Admin, file: Annotated[UploadFile, File()],
     batch: Annotated[str | None, Query(max_length=200)] = None, include_synthetic: bool = False,
 ):
-    data = read_upload(file)
-    summary = import_file(db, settings, kind, data, name=file.filename or "", batch=_blank(batch),
-                          include_synthetic=include_synthetic, actor=admin)
+    summary = import_file(db, settings, kind, read_upload(file), name=file.filename or "", batch=_blank(batch),
+                          include_synthetic=include_synthetic, actor=admin,
+                          max_decompressed=settings.max_decompressed_bytes)
     return summary.as_dict()

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from starlette.datastructures import FormData
 
+from app.datasets.routes import read_upload
 from app.deps import RequireRole, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput
 from app.prompts import service
@@ -20,7 +21,6 @@ router = APIRouter(tags=["pages"])
 Admin = RequireRole(Role.admin)
 Labeler = RequireRole(Role.labeler)
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 USE_CASES = ["Generation", "Open QA", "Brainstorming", "Chat", "Rewrite", "Summarization", "Classification",
              "Closed QA", "Extract", "Other"]
 FEW_SHOT_PAIRS = 4
@@ -58,10 +58,7 @@ def admin_import_prompts(
     try:
         if file is None or not file.filename:
             raise InvalidInput("Choose a JSONL or CSV file to import.", field="file")
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise InvalidInput("The file is larger than 50 MB; use `rlhf prompts import` instead.", field="file")
-        records = parse_records(data, file.filename)
+        records = parse_records(read_upload(file), file.filename, max_decompressed=settings.max_decompressed_bytes)
         summary = service.import_prompts(
             db, records, settings=settings, actor=admin, prefix_chars=prefix_chars, per_user_cap=per_user_cap
         )
@@ -79,10 +76,8 @@ def admin_import_completions(
     try:
         if file is None or not file.filename:
             raise InvalidInput("Choose a JSONL file of completions to import.", field="file")
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise InvalidInput("The file is larger than 50 MB; use `rlhf completions import` instead.", field="file")
-        summary = service.import_completions(db, parse_records(data, file.filename), settings=settings, actor=admin)
+        records = parse_records(read_upload(file), file.filename, max_decompressed=settings.max_decompressed_bytes)
+        summary = service.import_completions(db, records, settings=settings, actor=admin)
     except AppError as exc:
         db.rollback()
         return _admin_page(request, db, error=exc.message, status_code=exc.status_code)

@@ -101,6 +101,13 @@ class _Clean:
     scrubbed_kinds: list[str]
 
 
+def _check_prompt_length(text: str, where: str, settings: Settings, field_name: str) -> None:
+    if len(text) > settings.max_prompt_chars:
+        raise InvalidInput(
+            f"{where}: the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars}.", field=field_name
+        )
+
+
 def _clean_record(record: dict, where: str, settings: Settings, default_source: PromptSource) -> _Clean:
     if not isinstance(record, dict):
         raise InvalidInput(f"{where}: expected an object with 'prompt' or 'messages'.", field="prompt")
@@ -110,28 +117,28 @@ def _clean_record(record: dict, where: str, settings: Settings, default_source: 
     if messages not in (None, ""):
         if not isinstance(messages, list) or not messages:
             raise InvalidInput(f"{where}: 'messages' must be a non-empty list of {{role, content}}.", field="messages")
-        clean_messages = []
         for m in messages:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
                 raise InvalidInput(
                     f"{where}: each message needs a role (system, user or assistant) and a text content.", field="messages"
                 )
+        _check_prompt_length(messages_to_text(messages), where, settings, "messages")  # before scrubbing
+        clean_messages = []
+        for m in messages:
             content, found = scrub(m["content"])
             kinds.extend(k for k in found if k not in kinds)
             clean_messages.append({"role": m["role"], "content": content})
         messages = clean_messages
         text = messages_to_text(messages)
     elif isinstance(text, str):
+        _check_prompt_length(text, where, settings, "prompt")  # before scrubbing: the scrubber's time grows with it
         text, kinds = scrub(text)
         messages = None
     else:
         raise InvalidInput(f"{where}: each record needs a 'prompt' text or a 'messages' list.", field="prompt")
     if not text.strip():
         raise InvalidInput(f"{where}: the prompt is empty.", field="prompt")
-    if len(text) > settings.max_prompt_chars:
-        raise InvalidInput(
-            f"{where}: the prompt has {len(text)} characters; the limit is {settings.max_prompt_chars}.", field="prompt"
-        )
+    _check_prompt_length(text, where, settings, "prompt")
     origin = record.get("origin_user")
     origin = str(origin).strip()[:200] if origin not in (None, "") else "unknown"
     source = default_source
@@ -343,6 +350,7 @@ def import_completions(db: Session, records: Iterable[dict], *, settings: Settin
             ptext = record.get("prompt")
             if not isinstance(ptext, str) or not ptext.strip():
                 raise InvalidInput(f"{where}: give 'prompt_id' or the 'prompt' text.", field="prompt")
+            _check_prompt_length(ptext, where, settings, "prompt")  # before scrubbing
             digest = content_hash(scrub(ptext)[0])
             if digest not in by_hash:
                 found = db.scalar(select(Prompt.id).where(Prompt.content_hash == digest).order_by(Prompt.id).limit(1))
