@@ -104,6 +104,10 @@ class Batch(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # Imported rankings (HH, OASST, comparisons) live in a batch too, with source set.
     source: Mapped[str] = mapped_column(String(32), default="app")
+    # Markdown instructions for the batch's labelers, shown on every task (rendered safely).
+    guidelines: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The prompt selection the batch was built from: {"split", "category", "source", "import_tag", "prompt_ids"}.
+    selection: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

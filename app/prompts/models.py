@@ -65,6 +65,8 @@ class Prompt(Base):
     status: Mapped[PromptStatus] = mapped_column(
         Enum(PromptStatus, name="prompt_status", native_enum=False, length=16), default=PromptStatus.active
     )
+    # Which import brought it (a name given at import, else the import's time; the demo's are "demo").
+    import_tag: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
