@@ -64,7 +64,8 @@ def serve(
         fail(str(exc))
     uvicorn.run(
         "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-        workers=workers or os.cpu_count() or 1, log_level="warning", access_log=False, proxy_headers=True,
+        workers=workers or os.cpu_count() or 1, log_level="warning", access_log=False,
+        proxy_headers=False,  # X-Forwarded-For: only from RLHF_TRUSTED_PROXIES, read by the app (app.deps.client_ip)
     )
 
 

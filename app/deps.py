@@ -22,6 +22,7 @@ from app.config import Settings
 from app.db import unit_of_work, utcnow
 from app.errors import Forbidden, NotAuthenticated
 from app.users import service as users
+from app.users import sessions as user_sessions
 from app.users.models import LabelerGroup, Role, User
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -77,8 +78,30 @@ def session_id(request: Request) -> str:
     return sid
 
 
-def csrf_token(request: Request) -> str:
+def csrf_token(request: Request, *, create: bool = True) -> str:
+    """The CSRF token of this browser session. ``create=False`` (error pages) never starts a new
+    browser session: a cross-site POST arrives without the victim's SameSite cookie, and a new
+    cookie on its 403 page would replace (sign out) the victim's session."""
+    if not create and not request.session.get("sid"):
+        return ""
     return security.csrf_token_for(request.app.state.secret_key, session_id(request))
+
+
+def client_ip(request: Request) -> str:
+    """The client's address: the connection's, or from X-Forwarded-For when the connection comes
+    from one of ``settings.trusted_proxies`` (app.security.client_address)."""
+    return security.client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        tuple(request.app.state.settings.trusted_proxies),
+    )
+
+
+def _forget_session(request: Request) -> None:
+    """The cookie's session ended (signed out elsewhere, revoked, expired): keep only the CSRF id."""
+    request.session.pop(user_sessions.SESSION_KEY, None)
+    for stale in ("uid", "v"):  # cookies issued before server-side sessions
+        request.session.pop(stale, None)
 
 
 def optional_user(request: Request, db: SessionDep) -> User | None:
@@ -90,14 +113,14 @@ def optional_user(request: Request, db: SessionDep) -> User | None:
         user = users.user_for_token(db, token)
         request.state.auth = "token"
     else:
-        uid = request.session.get("uid")
-        if uid is not None:
-            candidate = db.get(User, uid)
-            if candidate and candidate.active and candidate.session_version == request.session.get("v"):
-                user = candidate
-            else:  # deactivated, role changed or password reset since this cookie was issued
-                request.session.pop("uid", None)
-                request.session.pop("v", None)
+        key = request.session.get(user_sessions.SESSION_KEY)
+        if key is not None or "uid" in request.session:
+            found = user_sessions.user_for_key(db, request.app.state.settings, key)
+            if found is not None:
+                user, row = found
+                request.state.user_session_id = row.id
+            else:  # signed out, ended, expired, deactivated, role changed or password changed
+                _forget_session(request)
         request.state.auth = "cookie"
     request.state.user = user
     request.state.user_view = UserView.of(user) if user else None
@@ -140,15 +163,20 @@ def RequireRole(*roles: Role):  # noqa: N802 - reads as a type in signatures
 TOKEN_USER_SQL = """
 SELECT u.id, u.username, u.role, u.labeler_group, u.active, t.id, t.revoked_at, t.last_used_at
 FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = %s"""
-COOKIE_USER_SQL = "SELECT id, username, role, labeler_group, active, session_version FROM users WHERE id = %s"
+COOKIE_USER_SQL = """
+SELECT u.id, u.username, u.role, u.labeler_group, u.active, s.id, s.revoked_at, s.last_seen_at
+FROM user_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = %s"""
 TOKEN_TOUCH_SQL = "UPDATE api_tokens SET last_used_at = %s WHERE id = %s"
+SESSION_TOUCH_SQL = "UPDATE user_sessions SET last_seen_at = %s WHERE id = %s"
 
 
 async def _hot_path_user(request: Request, pool) -> UserView | None:
     """The user behind an API token or a session cookie, by one query on the async pool; the
-    same rules as ``optional_user`` (revoked token, deactivated user, stale cookie). A valid API
+    same rules as ``optional_user`` (revoked token, deactivated user, ended session). A valid API
     token is re-checked at most every ``settings.token_cache_s`` seconds per process: labeling
-    clients send two requests per ranking, and this saves a round trip on each."""
+    clients send two requests per ranking, and this saves a round trip on each. A session cookie
+    is checked on every request (one indexed lookup by the key's hash, joined to its user), so
+    signing out takes effect at once."""
     token = bearer_token(request)
     if token is not None:
         request.state.auth = "token"
@@ -175,14 +203,20 @@ async def _hot_path_user(request: Request, pool) -> UserView | None:
             checked_tokens[token_hash] = (time.monotonic(), user)
         return user
     request.state.auth = "cookie"
-    uid = request.session.get("uid")
-    if uid is None:
+    key = request.session.get(user_sessions.SESSION_KEY)
+    if not isinstance(key, str):
+        if "uid" in request.session:
+            _forget_session(request)
         return None
+    now = utcnow()
     async with pool.connection() as conn:
-        row = await (await conn.execute(COOKIE_USER_SQL, (uid,))).fetchone()
-    if row is None or not row[4] or row[5] != request.session.get("v"):
-        request.session.pop("uid", None)
-        request.session.pop("v", None)
+        row = await (await conn.execute(COOKIE_USER_SQL, (security.hash_session_key(key),))).fetchone()
+        alive = (row is not None and row[4] and row[6] is None
+                 and now - row[7] <= timedelta(seconds=request.app.state.settings.session_max_age_s))
+        if alive and now - row[7] > user_sessions.TOUCH_EVERY:
+            await conn.execute(SESSION_TOUCH_SQL, (now, row[5]))
+    if not alive:
+        _forget_session(request)
         return None
     return UserView(row[0], row[1], Role(row[2]), LabelerGroup(row[3]))
 

@@ -31,12 +31,17 @@ NAV: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200) -> HTMLResponse:
+def render(
+    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200,
+    *, new_session: bool = True,
+) -> HTMLResponse:
+    """A page. ``new_session=False`` (error pages) leaves the browser's cookie alone when it had no
+    session: see ``app.deps.csrf_token``."""
     user = getattr(request.state, "user_view", None)
     ctx = {
         "user": user,
         "nav": NAV.get(user.role.value, []) if user else [],
-        "csrf_token": csrf_token(request) if "session" in request.scope else "",
+        "csrf_token": csrf_token(request, create=new_session) if "session" in request.scope else "",
         "path": request.url.path,
         **(context or {}),
     }
@@ -55,7 +60,7 @@ def _error_response(request: Request, status: int, title: str, message: str, det
         return JSONResponse(body, status_code=status, headers=headers)
     return render(
         request, "errors/error.html", {"status": status, "title": title, "message": message, "details": details or []},
-        status_code=status,
+        status_code=status, new_session=False,
     )
 
 

@@ -41,6 +41,26 @@ def create(
         typer.echo(f"password: {password}")
 
 
+@users_cli.command("password")
+def password(
+    username: str = typer.Option(..., "--username", help="Whose password to set"),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the new password from standard input instead of generating one"
+    ),
+) -> None:
+    """Set a user's password (read from stdin with --password-stdin, else generated and printed).
+    Every session of the user ends; the change is in the audit log."""
+    new = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
+    with unit_of_work(_session_factory()) as db:
+        user = service.get_by_username(db, username)
+        if user is None:
+            raise service.NotFound(f"No user named {username!r}.")
+        service.reset_password(db, user.id, new, actor=None)
+    typer.echo(f"password of {username!r} set; their sessions ended")
+    if not password_stdin:
+        typer.echo(f"password: {new}")
+
+
 @users_cli.command("list")
 def list_users() -> None:
     """List all users."""

@@ -1,4 +1,4 @@
-"""Accounts: users, API tokens and failed-login records (for the rate limit)."""
+"""Accounts: users, API tokens, server-side sign-in sessions and failed-login records (for the limits)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    sessions: Mapped[list[UserSession]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
         return f"<User {self.username} {self.role}>"
@@ -57,6 +58,27 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class UserSession(Base):
+    """One browser sign-in. The signed cookie carries a random key; only its sha256 is stored, so
+    neither a database dump nor a leaked secret key yields a working session. Alive while
+    ``revoked_at`` is empty and ``last_seen_at`` is within the session lifetime."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    client_ip: Mapped[str] = mapped_column(String(64), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # signed-out, ended (by its owner from the sessions page), password, reset, deactivated, role
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    user: Mapped[User] = relationship(back_populates="sessions")
 
 
 class LoginFailure(Base):

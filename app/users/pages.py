@@ -7,13 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from app.deps import CurrentUser, OptionalUser, RequireRole, SessionDep, SettingsDep
+from app.deps import CurrentUser, OptionalUser, RequireRole, SessionDep, SettingsDep, client_ip
 from app.errors import AppError, NotAuthenticated, TooManyRequests
-from app.users import service
+from app.security import generate_password
+from app.users import service, sessions, throttle
+from app.users.account_pages import router as account_router
 from app.users.models import LabelerGroup, Role
 from app.web import render
 
 router = APIRouter(tags=["pages"])
+router.include_router(account_router)  # /account/sessions, /account/password
 Admin = RequireRole(Role.admin)
 TokenHolder = RequireRole(Role.admin, Role.researcher)
 
@@ -26,10 +29,6 @@ def _safe_next(next_url: str | None) -> str:
     if next_url and next_url.startswith("/") and not next_url.startswith("//") and "\\" not in next_url:
         return next_url
     return "/"
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 @router.get("/login")
@@ -48,21 +47,35 @@ def login(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form()] = "/",
 ):
+    secret = request.app.state.secret_key
+    device_users = throttle.device_user_ids(secret, request.cookies.get(throttle.DEVICE_COOKIE), settings)
+    address = client_ip(request)
     try:
-        user = service.authenticate(db, settings, username, password, client_ip(request))
+        user = service.authenticate(db, settings, username, password, address, device_users=device_users)
     except (NotAuthenticated, TooManyRequests) as exc:
-        # The failed attempt is recorded (and committed by the session) so the rate limit counts it.
-        return render(
+        # The failed attempt is recorded (and committed by the session) so the limits count it.
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, TooManyRequests) else None
+        response = render(
             request, "users/login.html", {"next": _safe_next(next), "error": exc.message, "username": username},
             status_code=exc.status_code,
         )
+        response.headers.update(headers or {})
+        return response
+    _, key = sessions.start(db, user, user_agent=request.headers.get("user-agent", ""), client_ip=address)
     request.session.clear()  # new session id on sign-in: no session fixation
-    request.session.update({"uid": user.id, "v": user.session_version})
-    return RedirectResponse(_safe_next(next), status_code=303)
+    request.session[sessions.SESSION_KEY] = key
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(  # this browser is now trusted for this user by the sign-in limits
+        throttle.DEVICE_COOKIE, throttle.device_cookie_for(secret, device_users, user.id),
+        max_age=settings.login_trust_days * 86400, httponly=True, samesite="lax", secure=settings.cookie_secure,
+    )
+    return response
 
 
 @router.post("/logout")
-def logout(request: Request):
+def logout(request: Request, db: SessionDep):
+    """Signs out: the session ends on the server too, so a saved copy of the cookie stops working."""
+    sessions.end_by_key(db, request.session.get(sessions.SESSION_KEY), reason="signed-out")
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -76,7 +89,10 @@ def home(request: Request, db: SessionDep, user: CurrentUser):
 # --- admin: users -----------------------------------------------------------------------------
 
 
-def _users_page(request: Request, db, *, error: str | None = None, created: dict | None = None, status_code=200, form=None):
+def _users_page(
+    request: Request, db, *, error: str | None = None, created: dict | None = None, status_code=200, form=None,
+    reset: dict | None = None,
+):
     return render(
         request,
         "users/admin_users.html",
@@ -86,6 +102,7 @@ def _users_page(request: Request, db, *, error: str | None = None, created: dict
             "groups": list(LabelerGroup),
             "error": error,
             "created": created,
+            "reset": reset,
             "form": form or {},
         },
         status_code=status_code,
@@ -107,8 +124,6 @@ def admin_create_user(
     labeler_group: Annotated[str, Form()] = "train",
     password: Annotated[str, Form(max_length=1024)] = "",
 ):
-    from app.security import generate_password
-
     chosen = password or generate_password()
     form = {"username": username, "role": role, "labeler_group": labeler_group}
     try:
@@ -140,6 +155,10 @@ def admin_update_user(
             service.change_role(db, user_id, value, actor=admin)
         elif action == "group":
             service.change_group(db, user_id, value, actor=admin)
+        elif action == "reset_password":
+            password = generate_password()
+            target = service.reset_password(db, user_id, password, actor=admin)
+            return _users_page(request, db, reset={"username": target.username, "password": password})
         else:
             return _users_page(request, db, error=f"Unknown action {action!r}.", status_code=422)
     except AppError as exc:

@@ -49,3 +49,32 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="Shown once; store it now")
+
+
+class SessionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    user_agent: str
+    client_ip: str
+    current: bool = Field(False, description="The session this request came with")
+
+
+class SessionsEnded(BaseModel):
+    ended: int
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChanged(BaseModel):
+    other_sessions_ended: int
+
+
+class PasswordReset(BaseModel):
+    username: str
+    password: str = Field(description="Generated; shown once: hand it to the user now")

@@ -1,4 +1,7 @@
-"""Accounts logic: creating users, signing in, roles, API tokens. Services flush, never commit."""
+"""Accounts logic: creating users, signing in, roles, passwords, API tokens. Services flush, never commit.
+
+Sessions live in ``app.users.sessions`` and the sign-in limits in ``app.users.throttle``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -14,8 +17,9 @@ from app import security
 from app.audit import service as audit
 from app.config import Settings
 from app.db import utcnow
-from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, TooManyRequests
-from app.users.models import ApiToken, LabelerGroup, LoginFailure, Role, User
+from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from app.users import sessions, throttle
+from app.users.models import ApiToken, LabelerGroup, Role, User
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
 MIN_PASSWORD_LENGTH = 10
@@ -106,6 +110,8 @@ def set_active(db: Session, user_id: int, active: bool, *, actor: User) -> User:
     if user.active != active:
         user.active = active
         user.session_version += 1
+        if not active:
+            sessions.end_all(db, user.id, reason="deactivated")
         audit.record(db, actor.id, "user.activate" if active else "user.deactivate", "user", user.id)
     db.flush()
     return user
@@ -119,6 +125,7 @@ def change_role(db: Session, user_id: int, role: Role | str, *, actor: User) -> 
         audit.record(db, actor.id, "user.role", "user", user.id, f"{user.role} -> {role}")
         user.role = role
         user.session_version += 1
+        sessions.end_all(db, user.id, reason="role")  # signs in again, with the new role
     db.flush()
     return user
 
@@ -133,49 +140,68 @@ def change_group(db: Session, user_id: int, group: LabelerGroup | str, *, actor:
     return user
 
 
-def reset_password(db: Session, user_id: int, password: str, *, actor: User) -> User:
+def reset_password(db: Session, user_id: int, password: str, *, actor: User | None) -> User:
+    """An admin (or the CLI, ``actor=None``) sets a user's password; every session of theirs ends."""
     user = get_user(db, user_id)
+    if actor is not None and actor.id == user.id:
+        raise Forbidden("To change your own password, use the change-password page: it asks for your current one.")
     user.password_hash = security.hash_password(validate_password(password))
     user.session_version += 1
-    audit.record(db, actor.id, "user.password", "user", user.id)
+    ended = sessions.end_all(db, user.id, reason="reset")
+    audit.record(db, actor.id if actor else None, "user.password_reset", "user", user.id, f"{ended} sessions ended")
     db.flush()
     return user
+
+
+def change_password(
+    db: Session, settings: Settings, user: User, current_password: str, new_password: str, *,
+    keep_session: int | None, client_ip: str,
+) -> int:
+    """The user changes their own password: the current one is required, and every other session of
+    theirs ends (``keep_session``, the one they are using, stays). Returns how many ended.
+
+    A wrong current password counts as a failed sign-in of (user, address), with the same backoff,
+    so a borrowed session cannot be used to guess the password. Nothing else changes before the
+    checks pass: the caller commits even when this raises, so that the failure is recorded."""
+    throttle.check(db, settings, user.username, client_ip, trusted=True)
+    if not security.verify_password(user.password_hash, current_password):
+        throttle.record_failure(db, user.username, client_ip)
+        raise InvalidInput("Your current password is not right.", field="current_password")
+    validate_password(new_password)
+    if new_password == current_password:
+        raise InvalidInput("The new password must differ from the current one.", field="new_password")
+    user.password_hash = security.hash_password(new_password)
+    user.session_version += 1
+    ended = sessions.end_all(db, user.id, reason="password", keep=keep_session)
+    audit.record(db, user.id, "user.password_change", "user", user.id, f"{ended} other sessions ended")
+    db.flush()
+    return ended
 
 
 # --- signing in ---------------------------------------------------------------------------
 
 
-def _check_rate_limit(db: Session, settings: Settings, username: str, client_ip: str) -> None:
-    since = utcnow() - timedelta(seconds=settings.login_window_s)
-    by_name = db.scalar(
-        select(func.count()).select_from(LoginFailure).where(LoginFailure.username == username, LoginFailure.at >= since)
-    )
-    by_ip = db.scalar(
-        select(func.count()).select_from(LoginFailure).where(LoginFailure.client_ip == client_ip, LoginFailure.at >= since)
-    )
-    if by_name >= settings.login_max_failures or by_ip >= settings.login_max_failures_per_ip:
-        minutes = max(1, settings.login_window_s // 60)
-        raise TooManyRequests(
-            f"Too many failed sign-in attempts. Wait {minutes} minutes and try again.",
-            retry_after_s=settings.login_window_s,
-        )
-
-
-def authenticate(db: Session, settings: Settings, username: str, password: str, client_ip: str) -> User:
+def authenticate(
+    db: Session, settings: Settings, username: str, password: str, client_ip: str, *, device_users: list[int] = ()
+) -> User:
     """The active user with these credentials, or NotAuthenticated with one message for every failure.
 
-    The message never says whether the username exists. Failures are recorded for the rate limit;
-    the caller must commit even when this raises (see pages/routes).
+    The message never says whether the username exists. ``device_users`` are the users this
+    browser signed in as before (its device cookie): they, and addresses the user signed in from,
+    pass the per-user and per-address limits (``app.users.throttle``). Failures are recorded for
+    the limits; the caller must commit even when this raises (see pages/routes).
     """
     username = username.strip()[:64]
-    _check_rate_limit(db, settings, username, client_ip)
     user = get_by_username(db, username)
+    trusted = user is not None and (
+        user.id in device_users or sessions.known_address(db, settings, username, client_ip)
+    )
+    throttle.check(db, settings, username, client_ip, trusted=trusted)
     ok = security.verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.active:
-        db.add(LoginFailure(username=username, client_ip=client_ip[:64]))
-        db.flush()
+        throttle.record_failure(db, username, client_ip)
         raise NotAuthenticated(BAD_LOGIN)
-    db.execute(delete(LoginFailure).where(LoginFailure.username == username))
+    throttle.forget_pair(db, username, client_ip)
     return user
 
 
