@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.config import REPO_ROOT
 from app.deps import csrf_token
 from app.errors import AppError, NotAuthenticated, TooManyRequests
+from app.flash import pop_flashes
 from app.markdown import render_markdown
 
 log = logging.getLogger("rlhf.web")
@@ -22,6 +23,7 @@ log = logging.getLogger("rlhf.web")
 templates = Jinja2Templates(directory=str(REPO_ROOT / "templates"))
 templates.env.autoescape = True  # every template, whatever its suffix
 templates.env.filters["markdown"] = render_markdown  # {{ text | markdown }}: safe Markdown, raw HTML escaped
+templates.env.globals["pop_flashes"] = pop_flashes  # redirect-after-post messages (app/flash.py)
 
 # Navigation per role: (label, url). Later domains append their entries here.
 NAV: dict[str, list[tuple[str, str]]] = {

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
+from app.labeling import selection as prompt_selection
 from app.labeling.models import (
     Assignment,
     AssignmentStatus,
@@ -24,6 +25,7 @@ from app.labeling.models import (
     TaskStatus,
 )
 from app.prompts.models import Completion, Prompt, PromptStatus
+from app.labeling.selection import PromptSelection
 from app.users.models import LabelerGroup, User
 
 
@@ -42,7 +44,9 @@ class BatchOptions:
     seed: int = 0
     purpose: str = "training"  # or "evaluation": K from 2 (A/B), kept out of training exports
     heldout_only: bool = False
+    guidelines: str = ""  # Markdown shown to the labeler on every task of the batch
 
+MAX_GUIDELINES = 100_000
 
 def _validate(db: Session, o: BatchOptions) -> None:
     o.name = (o.name or "").strip()
@@ -65,18 +69,30 @@ def _validate(db: Session, o: BatchOptions) -> None:
         raise InvalidInput("The priority must be from -1000 to 1000.", field="priority")
     if o.limit is not None and o.limit < 1:
         raise InvalidInput("The task limit must be at least 1.", field="limit")
+    o.guidelines = (o.guidelines or "").replace("\r\n", "\n").strip()
+    if len(o.guidelines) > MAX_GUIDELINES:
+        raise InvalidInput(f"The guidelines are {len(o.guidelines)} characters: at most {MAX_GUIDELINES}.", field="guidelines")
 
 
 def create_batch(
     db: Session, options: BatchOptions, *, actor: User | None = None, prompt_ids: list[int] | None = None,
-    items: dict[int, list[int]] | None = None,
+    items: dict[int, list[int]] | None = None, selection: PromptSelection | None = None,
 ) -> Batch:
-    """A batch of tasks. Demonstration: one task per active prompt. Ranking: one task per prompt
-    with at least K completions (the first K), or, with ``items``, exactly the completions given
-    per prompt (a generate run's mix of models). A share of tasks, chosen by a seeded shuffle,
-    needs ``overlap_count`` labelers; the rest one."""
+    """A batch of tasks. Demonstration: one task per chosen prompt. Ranking: one task per chosen
+    prompt with at least K completions (the first K), or, with ``items``, exactly the completions
+    given per prompt (a generate run's mix of models). Prompts are chosen by ``selection`` (an
+    admin's filters, checked: a bad one raises InvalidInput naming its field), or ``prompt_ids``
+    (the app's own callers), else every active prompt but the demo's. A share of tasks, chosen by
+    a seeded shuffle, needs ``overlap_count`` labelers; the rest one."""
     o = options
     _validate(db, o)
+    sel = None
+    if items is None and (selection is not None or prompt_ids is None):
+        sel = prompt_selection.validate(db, selection or PromptSelection())
+        prompt_ids = prompt_selection.matching_ids(db, sel)
+        if not prompt_ids:
+            field = next(iter(sel.as_dict()), "selection")
+            raise InvalidInput(f"No active prompts match the selection ({sel.describe()}).", field=field)
     if items is not None:
         chosen = [(pid, cids[: o.k]) for pid, cids in items.items() if len(cids) >= (o.k or 0)]
     elif o.kind == TaskKind.demonstration:
@@ -100,12 +116,16 @@ def create_batch(
         chosen = chosen[: o.limit]
     if not chosen:
         what = "active prompts" if o.kind == TaskKind.demonstration else f"prompts with at least {o.k} completions"
-        raise InvalidInput(f"No {what} to build the batch from.", field="k" if o.kind == TaskKind.ranking else "name")
+        where = f" among the {len(prompt_ids)} selected" if sel is not None and prompt_ids else ""
+        if o.model and o.kind == TaskKind.ranking:
+            what += f" from model {o.model!r}"
+        raise InvalidInput(f"No {what}{where} to build the batch from.", field="k" if o.kind == TaskKind.ranking else "name")
     batch = Batch(
         name=o.name, kind=o.kind, k=o.k if o.kind == TaskKind.ranking else None, overlap_share=o.overlap_share,
         overlap_count=o.overlap_count, lease_minutes=o.lease_minutes, priority=o.priority,
         include_heldout=o.include_heldout or o.heldout_only, heldout_only=o.heldout_only, purpose=o.purpose,
-        status=BatchStatus.open, created_by_id=actor.id if actor else None,
+        status=BatchStatus.open, created_by_id=actor.id if actor else None, guidelines=o.guidelines,
+        selection=sel.as_dict() if sel is not None else None,
     )
     db.add(batch)
     db.flush()

@@ -31,6 +31,7 @@ def import_prompts(
     file: Path = typer.Argument(..., help="JSONL or CSV: prompt or messages, optional origin_user, category, source"),
     prefix_chars: int = typer.Option(64, help="Prompts sharing this many leading characters are near-duplicates"),
     per_user_cap: int = typer.Option(200, help="Most prompts kept per origin user"),
+    tag: str = typer.Option(None, "--tag", help="Name of this import (batches can be built from it); default: its time"),
 ) -> None:
     """Import prompts: dedup, per-user cap, personal-data scrubbing, split by origin user (all or nothing)."""
     from app.prompts import service
@@ -38,7 +39,9 @@ def import_prompts(
     settings = get_settings()
     records = _read(file)
     with unit_of_work(_factory()) as db:
-        summary = service.import_prompts(db, records, settings=settings, prefix_chars=prefix_chars, per_user_cap=per_user_cap)
+        summary = service.import_prompts(
+            db, records, settings=settings, prefix_chars=prefix_chars, per_user_cap=per_user_cap, import_tag=tag
+        )
     for line in summary.lines():
         typer.echo(line)
 
@@ -68,19 +71,47 @@ def create_batch(
     heldout: bool = typer.Option(True, "--heldout/--no-heldout", help="Whether held-out labelers take part"),
     limit: int = typer.Option(None, help="At most this many tasks"),
     model: str = typer.Option(None, help="Only completions from this model"),
+    split: str = typer.Option(None, help="Only prompts of this split: train, valid or test"),
+    category: str = typer.Option(None, help="Only prompts of this category (generation, open_qa, ...)"),
+    source: str = typer.Option(None, help="Only prompts of this source (import, plain, few_shot, use_case, api)"),
+    import_tag: str = typer.Option(None, "--import", help="Only prompts of this import (its tag; 'demo' for the demo's)"),
+    prompt_ids: str = typer.Option(None, help="Only these prompts: ids and ranges, e.g. '3,5,9-12'"),
+    guidelines_file: Path = typer.Option(None, help="Markdown guidelines shown to the labeler on every task"),
+    preview: bool = typer.Option(False, "--preview", help="Only count the matching prompts; create nothing"),
 ) -> None:
-    """Create a ranking batch from prompts with at least K completions, or a demonstration batch."""
+    """Create a ranking batch from prompts with at least K completions, or a demonstration batch.
+    Without filters: every active prompt except the demo's."""
+    from app.errors import AppError
     from app.labeling import batches
+    from app.labeling import selection as prompt_selection
     from app.labeling.routes import parse_kind
 
-    task_kind = parse_kind(kind)
-    options = batches.BatchOptions(
-        name=name, kind=task_kind, k=k if task_kind.value == "ranking" else None, overlap_share=overlap_share,
-        overlap_count=overlap_count, lease_minutes=lease_minutes, priority=priority, include_heldout=heldout,
-        limit=limit, model=model,
-    )
+    guidelines = ""
+    if guidelines_file is not None:
+        if not guidelines_file.is_file():
+            raise typer.BadParameter(f"no such file: {guidelines_file}", param_hint="--guidelines-file")
+        guidelines = guidelines_file.read_text(encoding="utf-8")
     with unit_of_work(_factory()) as db:
-        batch = batches.create_batch(db, options)
+        try:
+            task_kind = parse_kind(kind)
+            chosen = prompt_selection.PromptSelection(
+                split=split, category=category, source=source, import_tag=import_tag,
+                prompt_ids=prompt_selection.parse_prompt_ids(prompt_ids),
+            )
+            if preview:
+                sel = prompt_selection.validate(db, chosen)
+                typer.echo(f"{prompt_selection.count(db, sel)} active prompts match ({sel.describe()})")
+                return
+            options = batches.BatchOptions(
+                name=name, kind=task_kind, k=k if task_kind.value == "ranking" else None, overlap_share=overlap_share,
+                overlap_count=overlap_count, lease_minutes=lease_minutes, priority=priority, include_heldout=heldout,
+                limit=limit, model=model, guidelines=guidelines,
+            )
+            batch = batches.create_batch(db, options, selection=chosen)
+        except AppError as exc:
+            field = getattr(exc, "field", None)
+            where = {"import_tag": "--import"}.get(field, f"--{field.replace('_', '-')}") if field else None
+            raise typer.BadParameter(exc.message, param_hint=where) from None
         rows = [r for r in batches.batch_rows(db) if r["batch"].id == batch.id]
     typer.echo(f"created {batch.kind.value} batch {batch.name!r} (id {batch.id}) with {rows[0]['tasks']} tasks")
 
@@ -142,6 +173,7 @@ def seed_demo(settings, factory) -> list[str]:
 
     from app.labeling import batches
     from app.labeling.models import Batch, TaskKind
+    from app.labeling.selection import DEMO_TAG
     from app.prompts import service
     from app.prompts.models import Prompt
 
@@ -151,7 +183,8 @@ def seed_demo(settings, factory) -> list[str]:
             lines.append("labeling: demo batches already present")
         else:
             summary = service.import_prompts(
-                db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in DEMO_PROMPTS], settings=settings
+                db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in DEMO_PROMPTS], settings=settings,
+                import_tag=DEMO_TAG,
             )
             ids = summary.prompt_ids
             records = []
@@ -167,7 +200,8 @@ def seed_demo(settings, factory) -> list[str]:
         loop_hashes = [service.content_hash(p) for p, _u, _c in LOOP_PROMPTS]
         if db.scalar(select(Prompt.id).where(Prompt.content_hash == loop_hashes[0])) is None:
             service.import_prompts(
-                db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in LOOP_PROMPTS], settings=settings
+                db, [{"prompt": p, "origin_user": u, "category": c} for p, u, c in LOOP_PROMPTS], settings=settings,
+                import_tag=DEMO_TAG,
             )
             origins = [u for _p, u, _c in DEMO_PROMPTS + LOOP_PROMPTS]
             ids = list(db.scalars(select(Prompt.id).where(Prompt.origin_user.in_(origins)).order_by(Prompt.id)))

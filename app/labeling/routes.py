@@ -162,8 +162,9 @@ def list_batches(db: SessionDep, admin: Admin):
 @router.post("/labeling/batches", status_code=201)
 def create_batch(body: BatchIn, db: SessionDep, admin: Admin):
     kind = parse_kind(body.kind) or TaskKind.ranking
-    b = batches.create_batch(db, batches.BatchOptions(**{**body.model_dump(), "kind": kind}), actor=admin)
-    return {"id": b.id, "name": b.name, "kind": b.kind.value}
+    b = batches.create_batch(db, batches.BatchOptions(**{**body.options(), "kind": kind}), actor=admin,
+                             selection=body.selection())
+    return {"id": b.id, "name": b.name, "kind": b.kind.value, "selection": b.selection, "guidelines": b.guidelines}
 
 
 PING_SQL = ("INSERT INTO audit_log (actor_id, action, target_type, detail, at) "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 
@@ -48,3 +50,19 @@ class BatchIn(BaseModel):
     include_heldout: bool = True
     limit: int | None = None
     model: str | None = None
+    guidelines: str = Field("", max_length=100_000, description="Markdown shown to the labeler on every task")
+    # Which prompts (all given filters must hold; none: every active prompt but the demo's)
+    split: str | None = Field(None, max_length=16)
+    category: str | None = Field(None, max_length=32)
+    source: str | None = Field(None, max_length=16)
+    import_tag: str | None = Field(None, max_length=100)
+    prompt_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(None, max_length=100_000)
+
+    def selection(self):
+        from app.labeling.selection import PromptSelection
+
+        return PromptSelection(split=self.split, category=self.category, source=self.source,
+                               import_tag=self.import_tag, prompt_ids=self.prompt_ids)
+
+    def options(self) -> dict:
+        return self.model_dump(exclude={"split", "category", "source", "import_tag", "prompt_ids"})

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.config import Settings
-from app.db import strip_nul
+from app.db import strip_nul, utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.prompts.models import Category, Completion, Prompt, PromptSource, PromptStatus, Split
 from app.prompts.scrub import scrub
@@ -164,14 +164,17 @@ def import_prompts(
     actor=None,
     prefix_chars: int | None = None,
     per_user_cap: int | None = None,
+    import_tag: str | None = None,
 ) -> ImportSummary:
     """Import prompt records all-or-nothing (an invalid record raises InvalidInput naming it).
 
     Near-duplicates (same first ``prefix_chars`` normalised characters as an earlier prompt, in
     the file or the database) are removed, each origin user keeps at most ``per_user_cap``
     prompts (counting those already stored), personal data is scrubbed, and every prompt gets
-    the split of its origin user.
+    the split of its origin user. Every prompt of one import carries ``import_tag`` (default: the
+    import's time, "import-YYYYMMDD-HHMMSS"), so a batch can be built from one import.
     """
+    import_tag = (import_tag or "").strip()[:100] or f"import-{utcnow():%Y%m%d-%H%M%S}"
     prefix_chars = prefix_chars or getattr(settings, "prompt_dedup_prefix_chars", DEFAULT_PREFIX_CHARS)
     per_user_cap = per_user_cap if per_user_cap is not None else getattr(settings, "prompts_per_user_cap", DEFAULT_PER_USER_CAP)
     if prefix_chars < 1 or per_user_cap < 1:
@@ -209,6 +212,7 @@ def import_prompts(
                 text=c.text, messages=c.messages, source=c.source, origin_user=c.origin_user,
                 author_id=None, split=split, category=c.category, content_hash=content_hash(c.text),
                 scrubbed=bool(c.scrubbed_kinds), scrubbed_kinds=",".join(c.scrubbed_kinds), status=PromptStatus.active,
+                import_tag=import_tag,
             )
         )
         summary.per_split[split.value] += 1

@@ -245,7 +245,9 @@ def test_admin_creates_batch_from_page_and_labeler_is_refused(make_client, db):
     assert bad.status_code == 422 and "from 4 to 9" in bad.text and 'value="b1"' in bad.text
     ok = admin.post_form("/admin/batches", {"name": "b1", "kind": "ranking", "k": "4", "overlap_share": "0.5",
                                             "overlap_count": "3", "lease_minutes": "10", "priority": "2"})
-    assert ok.status_code == 201 and "Batch b1 created" in ok.text
+    assert ok.status_code == 303 and ok.headers["location"] == "/admin/batches"  # F5 does not post again
+    page = admin.get("/admin/batches")
+    assert "Batch b1 created" in page.text and "Batch b1 created" not in admin.get("/admin/batches").text
     assert labeler.get("/admin/batches").status_code == 403
     assert labeler.post_form("/admin/batches", {"name": "b2"}).status_code == 403
 
@@ -260,7 +262,7 @@ def test_created_and_repeated_submit_answer_the_same_view_and_skip_then_submit_c
     url = f"/api/labeling/assignments/{a['assignment_id']}/ranking"
     first, second = c.post(url, json=body), c.post(url, json=body)
     assert (first.status_code, second.status_code) == (201, 200)
-    assert first.json() == second.json()
+    assert second.json() == {**first.json(), "already_submitted": True, "same_as_sent": True}
     b = take(c)
     assert c.post(f"/api/labeling/assignments/{b['assignment_id']}/skip", json={"reason": "unclear"}).status_code == 200
     late = c.post(f"/api/labeling/assignments/{b['assignment_id']}/ranking", json=full_ranking(b))
