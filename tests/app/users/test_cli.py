@@ -72,6 +72,47 @@ def test_serve_refuses_to_start_without_a_real_secret(cli_db):
     result = run_cli(["serve"], {"RLHF_DATABASE_URL": cli_db, "RLHF_SECRET_KEY": "changeme"})
     assert result.returncode == 2
     assert "RLHF_SECRET_KEY must be set" in result.stderr
+    repeated = run_cli(["serve"], {"RLHF_DATABASE_URL": cli_db, "RLHF_SECRET_KEY": "changeme" * 4})
+    assert repeated.returncode == 2 and "too predictable" in repeated.stderr
+    assert "secrets.token_urlsafe(48)" in repeated.stderr and "Traceback" not in repeated.stderr
+
+
+def test_users_password_sets_a_password_and_ends_the_sessions(cli_db):
+    from app import security
+    from app.users import sessions
+
+    env = {"RLHF_DATABASE_URL": cli_db}
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    assert run_cli(["users", "create", "--username", "carol", "--role", "labeler"], env).returncode == 0
+    engine = make_engine(cli_db)
+    factory = make_sessionmaker(engine)
+    with unit_of_work(factory) as db:
+        carol = db.scalar(select(User).where(User.username == "carol"))
+        row, _ = sessions.start(db, carol, user_agent="browser", client_ip="192.0.2.1")
+        row_id = row.id
+
+    generated = run_cli(["users", "password", "--username", "carol"], env)
+    assert generated.returncode == 0, generated.stderr
+    password = re.search(r"password: (\S+)", generated.stdout).group(1)
+    piped = run_cli(["users", "password", "--username", "carol", "--password-stdin"], env, stdin="carols-own-passphrase\n")
+    assert piped.returncode == 0 and "password:" not in piped.stdout
+    short = run_cli(["users", "password", "--username", "carol", "--password-stdin"], env, stdin="short\n")
+    assert short.returncode == 2 and "at least 10 characters" in short.stderr
+    nobody = run_cli(["users", "password", "--username", "nobody"], env)
+    assert nobody.returncode == 2 and "No user named" in nobody.stderr
+
+    from app.audit.models import AuditEntry
+    from app.users.models import UserSession
+
+    with unit_of_work(factory) as db:
+        carol = db.scalar(select(User).where(User.username == "carol"))
+        assert security.verify_password(carol.password_hash, "carols-own-passphrase")  # the short one changed nothing
+        assert not security.verify_password(carol.password_hash, password)
+        assert db.get(UserSession, row_id).end_reason == "reset"
+        resets = db.scalars(select(AuditEntry).where(AuditEntry.action == "user.password_reset",
+                                                     AuditEntry.target_id == str(carol.id))).all()
+        assert len(resets) == 2 and all(e.actor_id is None for e in resets)
+    engine.dispose()
 
 
 def _free_port() -> int:
