@@ -322,9 +322,19 @@ def parse_skip_reason(value: str) -> SkipReason:
         raise InvalidInput(f"Choose why you skip: {choices}.", field="reason") from None
 
 
-def skip(db: Session, assignment_id: int, user: User, reason: str | SkipReason) -> Assignment:
-    """Give the task back with a reason; its prompt leaves this labeler's queue for good."""
+MAX_SKIP_NOTE_CHARS = 2000
+
+
+def skip(db: Session, assignment_id: int, user: User, reason: str | SkipReason, note: str = "") -> Assignment:
+    """Give the task back with a reason (and the labeler's own words: needed for "other"); its
+    prompt leaves this labeler's queue for good. Skips are kept on the assignment
+    (``skip_reason``, ``skip_note``) for admins to count."""
     reason = parse_skip_reason(reason) if isinstance(reason, str) else reason
+    note = (note or "").replace("\x00", "").strip()
+    if len(note) > MAX_SKIP_NOTE_CHARS:
+        raise InvalidInput(f"The note has {len(note)} characters; the limit is {MAX_SKIP_NOTE_CHARS}.", field="note")
+    if reason == SkipReason.other and not note:
+        raise InvalidInput("Say in the note why you skip (the reason is \"other\").", field="note")
     assignment = get_assignment(db, assignment_id, user)
     if assignment.status == AssignmentStatus.skipped:
         return assignment
@@ -334,6 +344,7 @@ def skip(db: Session, assignment_id: int, user: User, reason: str | SkipReason) 
     task.leased_until = None  # the slot is free again
     assignment.status = AssignmentStatus.skipped
     assignment.skip_reason = reason
+    assignment.skip_note = note or None
     assignment.finished_at = utcnow()
     db.flush()
     return assignment

@@ -67,6 +67,19 @@ def existing_demonstration(db: Session, assignment_id: int) -> Demonstration | N
     return db.scalar(select(Demonstration).where(Demonstration.assignment_id == assignment_id))
 
 
+def same_text(text: str, demo: Demonstration) -> bool:
+    """Does a submitted text say what the stored demonstration says (as stored: trimmed, scrubbed)?"""
+    return scrub((text or "").strip())[0] == demo.text
+
+
+def repeat_note(text: str, demo: Demonstration) -> dict:
+    """What a repeated submit adds to the stored demonstration's view (see ranking.repeat_note)."""
+    from app.labeling.ranking import KEPT_FIRST
+
+    same = same_text(text, demo)
+    return {"already_submitted": True, "same_as_sent": same, **({} if same else {"message": KEPT_FIRST})}
+
+
 def submit_demonstration(
     db: Session, assignment_id: int, user: User, text: str, time_spent_s: float | None, *, settings: Settings
 ) -> tuple[Demonstration, bool]:

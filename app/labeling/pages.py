@@ -33,18 +33,39 @@ router = APIRouter(tags=["pages"])
 Labeler = RequireRole(Role.labeler)
 
 SKIP_REASONS = {
-    SkipReason.unclear: "The prompt is unclear",
-    SkipReason.harmful: "The prompt asks for something harmful",
-    SkipReason.personal_data: "The prompt contains personal data",
+    SkipReason.unclear: "The task is unclear",
+    SkipReason.harmful: "Offensive or harmful content",
+    SkipReason.personal_data: "It contains personal data",
+    SkipReason.cannot_judge: "I cannot judge it (expertise, language)",
+    SkipReason.other: "Other (say why in the note)",
+}
+# What the task page says after a redirect (fixed texts; the query string only picks one).
+NOTICES = {
+    "kept": "You had already submitted this task (perhaps in another tab or window). The first answer was kept; "
+            "the one you just sent was not recorded. The answer kept is shown below.",
+    "skipped": "You skipped this task. It will not be shown to you again.",
 }
 SHORTCUTS = [
-    ("A – I", "select response A, B, C …"),
+    ("A – I", "select response A, B, C … (J / K: the next / previous one)"),
     ("1 – 9", "put the selected response into rank 1 – 9 (same number = tie)"),
     ("N, then 1 – 9", "insert the selected response as a new rank 1 – 9 on its own; the ranks from there on move down"),
     ("0 or Backspace", "take the selected response out of the ranking"),
     ("Shift + 1 – 7", "rate the selected response 1 – 7"),
+    ("L", "open the flags of the selected response (Space ticks, Tab moves, Escape goes back)"),
+    ("X", "all responses are bad (on / off)"),
+    ("M", "write a comment (Escape leaves the box)"),
+    ("T", "show the responses as plain text / formatted"),
+    ("P", "show the whole prompt / fold it"),
+    ("S", "skip or report this task"),
     ("Ctrl + Enter", "submit"),
 ]
+DEMO_SHORTCUTS = [
+    ("Ctrl + Enter", "submit (from the editor too)"),
+    ("Escape, then P", "show the whole prompt / fold it"),
+    ("Escape, then S", "skip or report this task"),
+    ("Escape, then E", "back to the editor"),
+]
+NEXT_SHORTCUTS = [("Enter", "next task (the button is focused)"), ("H", "home page")]
 # The blind A/B screen (an evaluation task with two responses). Digits only ever rate, letters
 # A / B and "=" only ever give the preference: no key means two things.
 AB_SHORTCUTS = [
@@ -104,6 +125,28 @@ def next_task(request: Request, db: SessionDep, user: Labeler, kind: Annotated[s
     return RedirectResponse(f"/labeling/assignments/{view['assignment_id']}", status_code=303)
 
 
+def _notice(request) -> str:
+    return NOTICES.get(request.query_params.get("notice", ""), "")
+
+
+def _task_context(db, user, task) -> dict:
+    """Batch guidelines and the labeler's progress for the task screens' header (issue 11b's
+    app/labeling/task_context.py and templates/labeling/_task_context.html), when present."""
+    try:
+        from app.labeling import task_context
+    except ImportError:
+        return {}
+    return task_context.task_context(db, user, task)
+
+
+def _common(request, db, settings, a: Assignment, task: Task) -> dict:
+    return {
+        "notice": _notice(request), "reasons": SKIP_REASONS, "skip_reason_labels": SKIP_REASONS,
+        "next_shortcuts": NEXT_SHORTCUTS, "task_context": _task_context(db, request.state.user, task),
+        "live": engine.is_live(a), "max_skip_note": engine.MAX_SKIP_NOTE_CHARS,
+    }
+
+
 def _ranking_page(request, db, settings, a: Assignment, *, form: dict | None = None, error=None, status_code=200):
     task, prompt, responses = ranking.assignment_for_ranking(db, a)
     letters = [chr(ord("A") + i) for i in range(len(responses))]
@@ -113,15 +156,27 @@ def _ranking_page(request, db, settings, a: Assignment, *, form: dict | None = N
     evaluation = is_evaluation(db, task)
     ab = evaluation and len(responses) == 2
     judged = None
-    if done and ab:
-        judged = PREFERENCES.get(preference_of(ranking.ranking_view(done)["ranked"], [c.id for c in responses]) or "")
+    kept = None
+    if done:
+        view = ranking.ranking_view(done)
+        if ab:
+            judged = PREFERENCES.get(preference_of(view["ranked"], [c.id for c in responses]) or "")
+        letter_of = {c.id: letter for letter, c in zip(letters, responses)}
+        rating = {r["completion_id"]: r for r in view["ratings"]}
+        kept = {
+            "ranks": [[{"letter": letter_of.get(cid, "?"), "likert": rating[cid]["likert"],
+                        "flags": [FLAGS.get(f, f) for f in rating[cid]["flags"]]} for cid in bucket]
+                      for bucket in view["ranked"]],
+            "all_bad": view["all_bad"], "comment": view["comment"],
+        }
     return render(
         request, "labeling/rank.html",
         {
             "a": a, "task": task, "prompt": prompt, "responses": list(zip(letters, responses)), "flags": FLAGS,
-            "form": form, "error": error, "done": done, "live": engine.is_live(a),
+            "form": form, "error": error, "done": done, "kept": kept,
             "shortcuts": AB_SHORTCUTS if ab else SHORTCUTS, "max_comment": settings.max_comment_chars,
             "evaluation": evaluation, "ab": ab, "preferences": PREFERENCES, "judged": judged,
+            **_common(request, db, settings, a, task),
         },
         status_code=status_code,
     )
@@ -137,8 +192,8 @@ def _demo_page(request, db, settings, a: Assignment, *, text=None, error=None, s
         {
             "a": a, "task": task, "prompt": prompt, "draft": draft, "done": done, "error": error,
             "text": text if text is not None else (draft.text if draft else ""),
-            "time_spent": draft.time_spent_s if draft else 0.0, "live": engine.is_live(a),
-            "reasons": SKIP_REASONS, "max_chars": settings.max_demonstration_chars,
+            "time_spent": draft.time_spent_s if draft else 0.0, "max_chars": settings.max_demonstration_chars,
+            "shortcuts": DEMO_SHORTCUTS, **_common(request, db, settings, a, task),
         },
         status_code=status_code,
     )
@@ -207,12 +262,13 @@ def submit_ranking(
             flags=kept["flags"], all_bad=kept["all_bad"], comment=kept["comment"],
             time_spent_s=_float_or_none(kept["time_spent_s"]),
         )
-        ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
+        view, created = ranking.submit_ranking(db, assignment_id, user, data, settings=settings)
     except AppError as exc:
         db.rollback()
         a = engine.get_assignment(db, assignment_id, user)
         return _ranking_page(request, db, settings, a, form=kept, error=exc.message, status_code=exc.status_code)
-    return RedirectResponse(f"/labeling/assignments/{assignment_id}", status_code=303)
+    differs = not created and ranked and not ranking.same_answer(data, view)
+    return RedirectResponse(f"/labeling/assignments/{assignment_id}{'?notice=kept' if differs else ''}", status_code=303)
 
 
 @router.post("/labeling/assignments/{assignment_id}/demonstration")
@@ -221,24 +277,28 @@ def submit_demonstration(
     text: Annotated[str, Form(max_length=1_000_000)] = "", time_spent_s: Annotated[str, Form()] = "",
 ):
     try:
-        demonstrations.submit_demonstration(db, assignment_id, user, text, _float_or_none(time_spent_s), settings=settings)
+        demo, created = demonstrations.submit_demonstration(
+            db, assignment_id, user, text, _float_or_none(time_spent_s), settings=settings)
     except AppError as exc:
         db.rollback()
         a = engine.get_assignment(db, assignment_id, user)
         return _demo_page(request, db, settings, a, text=text, error=exc.message, status_code=exc.status_code)
-    return RedirectResponse(f"/labeling/assignments/{assignment_id}", status_code=303)
+    differs = not created and not demonstrations.same_text(text, demo)
+    return RedirectResponse(f"/labeling/assignments/{assignment_id}{'?notice=kept' if differs else ''}", status_code=303)
 
 
 @router.post("/labeling/assignments/{assignment_id}/skip")
 def skip(request: Request, assignment_id: int, db: SessionDep, settings: SettingsDep, user: Labeler,
-         reason: Annotated[str, Form()] = ""):
+         reason: Annotated[str, Form()] = "", note: Annotated[str, Form(max_length=100_000)] = ""):
+    """Skip or report a task of any kind; lands on the task's page, which says it was skipped."""
     try:
-        engine.skip(db, assignment_id, user, reason)
+        engine.skip(db, assignment_id, user, reason, note)
     except AppError as exc:
         db.rollback()
         a = engine.get_assignment(db, assignment_id, user)
-        return _demo_page(request, db, settings, a, error=exc.message, status_code=exc.status_code)
-    return RedirectResponse("/?skipped=1", status_code=303)
+        page = _ranking_page if db.get(Task, a.task_id).kind == TaskKind.ranking else _demo_page
+        return page(request, db, settings, a, error=exc.message, status_code=exc.status_code)
+    return RedirectResponse(f"/labeling/assignments/{assignment_id}?notice=skipped", status_code=303)
 
 
 # --- home sections -----------------------------------------------------------------------------

@@ -28,6 +28,9 @@ from app.users.models import User
 MAX_TIME_S = 24 * 3600
 
 REFUSED_SAME_COMMENT = "You already submitted this exact comment on another task; write a comment for this one."
+# A repeated submit that differs from the answer stored (a stale second tab): the first is kept.
+KEPT_FIRST = ("You had already submitted this task (perhaps in another tab or window). The first answer was kept; "
+              "the one you just sent was not recorded.")
 
 
 @dataclass
@@ -231,6 +234,29 @@ def submit_ranking(
     return ranking_wire(ranking_id, assignment_id, row.task_id, all_bad, comment, spent, [
         (e["completion_id"], e["bucket"], e["likert"], e["shown_position"], flagged[e["completion_id"]]) for e in entries
     ]), True
+
+
+def same_answer(data: RankingInput, view: dict) -> bool:
+    """Does a submission say what the stored ranking (its wire view) says? Ties compare as sets,
+    flags as sets, the comment as stored (trimmed); the time spent does not count."""
+    try:
+        sent = [sorted(int(c) for c in bucket) for bucket in data.ranked]
+    except (TypeError, ValueError):
+        return False
+    if sent != [sorted(bucket) for bucket in view["ranked"]]:
+        return False
+    for r in view["ratings"]:
+        cid = r["completion_id"]
+        if data.likert.get(cid) != r["likert"] or set(data.flags.get(cid) or []) != set(r["flags"]):
+            return False
+    return bool(data.all_bad) == bool(view["all_bad"]) and strip_nul((data.comment or "").strip()) == (view["comment"] or "")
+
+
+def repeat_note(data: RankingInput, view: dict) -> dict:
+    """What a repeated submit adds to the stored ranking's view: whether it said the same; if not,
+    that the first answer was kept. The same on both engines (computed from the view they return)."""
+    same = same_answer(data, view)
+    return {"already_submitted": True, "same_as_sent": same, **({} if same else {"message": KEPT_FIRST})}
 
 
 def _stored_view(db: Session, ranking_id: int) -> dict:

@@ -125,16 +125,18 @@ async def submit_ranking(assignment_id: int, body: RankingIn, request: Request, 
         view, created = await pg_functions.submit_ranking_async(hot, assignment_id, user, data, settings=settings)
     else:
         view, created = await in_session(request, ranking.submit_ranking, assignment_id, user, data, settings=settings)
+    if not created:  # a repeat: the first answer stands; say so when this one differs
+        view = {**view, **ranking.repeat_note(data, view)}
     return json_response(view, status_code=201 if created else 200)
 
 
 @router.post("/labeling/assignments/{assignment_id}/demonstration")
 def submit_demonstration(assignment_id: int, body: DemonstrationIn, db: SessionDep, settings: SettingsDep, user: Labeler):
     row, created = demonstrations.submit_demonstration(db, assignment_id, user, body.text, body.time_spent_s, settings=settings)
-    return JSONResponse(
-        {"id": row.id, "assignment_id": row.assignment_id, "prompt_id": row.prompt_id, "text": row.text},
-        status_code=201 if created else 200,
-    )
+    view = {"id": row.id, "assignment_id": row.assignment_id, "prompt_id": row.prompt_id, "text": row.text}
+    if not created:
+        view.update(demonstrations.repeat_note(body.text, row))
+    return JSONResponse(view, status_code=201 if created else 200)
 
 
 @router.put("/labeling/assignments/{assignment_id}/draft")
@@ -145,8 +147,8 @@ def save_draft(assignment_id: int, body: DraftIn, db: SessionDep, settings: Sett
 
 @router.post("/labeling/assignments/{assignment_id}/skip")
 def skip(assignment_id: int, body: SkipIn, db: SessionDep, user: Labeler):
-    a = engine.skip(db, assignment_id, user, body.reason)
-    return {"assignment_id": a.id, "status": a.status.value, "reason": a.skip_reason.value}
+    a = engine.skip(db, assignment_id, user, body.reason, body.note)
+    return {"assignment_id": a.id, "status": a.status.value, "reason": a.skip_reason.value, "note": a.skip_note or ""}
 
 
 @router.get("/labeling/batches")

@@ -209,7 +209,7 @@ def test_n_way_evaluation_keeps_the_ranking_board(make_client, db):
     url, aid = open_next(c)
     html = c.get(url).text
     assert not any(m in html for m in MODELS)
-    assert "Blind comparison" in html and 'class="responses eval-grid"' in html
+    assert "Blind comparison" in html and 'class="board"' in html
     assert all(f"Response {x}" in html for x in "ABC")
     assert 'id="board"' in html and "data-ranking" in html and 'name="preference"' not in html
     shown = db.get(Assignment, aid).shown_order
