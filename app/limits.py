@@ -139,10 +139,20 @@ class LoggedOnce:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
-        except Exception:  # already logged and answered by the 500 handler
-            pass
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            if not started:  # the 500 handler itself failed: let the server answer and log it
+                raise
+            # else: already logged and answered by the 500 handler
 
 
 def install(app, settings) -> None:

@@ -17,6 +17,7 @@ from app.config import REPO_ROOT, Settings, get_settings
 from app.db import make_engine, make_sessionmaker
 from app.deps import csrf_protect
 from app.errors import AppError
+from app.params import check_inputs
 from app import limits
 from app.security import SecurityHeadersMiddleware
 
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, *, engine=None, hot_path: bool 
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
-        dependencies=[Depends(csrf_protect)],
+        dependencies=[Depends(check_inputs), Depends(csrf_protect)],  # check_inputs: app/params.py
     )
     app.state.settings = settings
     app.state.secret_key = secret_key

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.config import Settings
+from app.db import strip_nul
 from app.datasets.models import ExternalLabeler
 from app.datasets.readers import read_records
 from app.errors import InvalidInput
@@ -337,7 +338,7 @@ class Writer:
         return c
 
     def batch(self, name: str | None) -> Batch:
-        name = (name or self.default_batch)[:200]
+        name = (strip_nul(name or "") or self.default_batch)[:200]  # looked up: no NUL
         b = self.batches.get(name) or self.db.scalar(select(Batch).where(Batch.name == name))
         if b is None:
             b = Batch(name=name, kind=TaskKind.ranking, k=None, source=self.source, status=BatchStatus.closed)
@@ -348,6 +349,7 @@ class Writer:
         return b
 
     def labeler(self, name: str, group: str) -> None:
+        name = strip_nul(name)  # looked up: no NUL
         if name in self.labelers:
             return
         el = self.db.scalar(select(ExternalLabeler).where(ExternalLabeler.name == name))

@@ -140,7 +140,8 @@ def _clean_record(record: dict, where: str, settings: Settings, default_source: 
         raise InvalidInput(f"{where}: the prompt is empty.", field="prompt")
     _check_prompt_length(text, where, settings, "prompt")
     origin = record.get("origin_user")
-    origin = str(origin).strip()[:200] if origin not in (None, "") else "unknown"
+    origin = strip_nul(str(origin)).strip()[:200] if origin not in (None, "") else ""
+    origin = origin or "unknown"  # NUL-free: it is looked up (the database refuses NUL in a query)
     source = default_source
     if record.get("source") not in (None, ""):
         try:
