@@ -6,19 +6,21 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from app.params import Id, Int32  # integers that fit the INTEGER columns (422 beyond)
+
 
 class NextIn(BaseModel):
     kind: str | None = Field(None, description="demonstration or ranking; any kind when absent")
 
 
 class RatingIn(BaseModel):
-    completion_id: int
-    likert: int | None = None
+    completion_id: Id
+    likert: Int32 | None = None
     flags: list[str] = Field(default_factory=list, max_length=20)
 
 
 class RankingIn(BaseModel):
-    ranked: list[list[int]] = Field(description="Buckets of completion ids, best first; ids in one bucket are tied")
+    ranked: list[list[Id]] = Field(description="Buckets of completion ids, best first; ids in one bucket are tied")
     ratings: list[RatingIn] = Field(default_factory=list, max_length=20)
     all_bad: bool = False
     comment: str = Field("", max_length=200_000)
@@ -43,13 +45,13 @@ class SkipIn(BaseModel):
 class BatchIn(BaseModel):
     name: str
     kind: str = "ranking"
-    k: int | None = None
+    k: Int32 | None = None
     overlap_share: float = 0.0
-    overlap_count: int = 1
-    lease_minutes: int = 30
-    priority: int = 0
+    overlap_count: Int32 = 1
+    lease_minutes: Int32 = 30
+    priority: Int32 = 0
     include_heldout: bool = True
-    limit: int | None = None
+    limit: Int32 | None = None
     model: str | None = None
     guidelines: str = Field("", max_length=100_000, description="Markdown shown to the labeler on every task")
     # Which prompts (all given filters must hold; none: every active prompt but the demo's)
