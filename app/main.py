@@ -29,6 +29,7 @@ from app.evals import pages as evals_pages
 from app.evals import routes as evals_routes
 from app.labeling import admin_pages as labeling_admin_pages
 from app.labeling import pages as labeling_pages
+from app.labeling import review_pages as labeling_review_pages
 from app.labeling import routes as labeling_routes
 from app.prompts import pages as prompts_pages
 from app.prompts import routes as prompts_routes
@@ -49,6 +50,7 @@ ROUTERS = [
     labeling_routes.router,
     labeling_pages.router,
     labeling_admin_pages.router,
+    labeling_review_pages.router,
     registry_routes.router,
     registry_pages.router,
     runs_routes.router,

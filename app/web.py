@@ -27,9 +27,9 @@ templates.env.globals["pop_flashes"] = pop_flashes  # redirect-after-post messag
 
 # Navigation per role: (label, url). Later domains append their entries here.
 NAV: dict[str, list[tuple[str, str]]] = {
-    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Prompts", "/admin/prompts"), ("Batches", "/admin/batches"), ("Datasets", "/datasets"), ("Import data", "/admin/datasets/import"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Evaluations", "/evals"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
-    "researcher": [("Home", "/"), ("Datasets", "/datasets"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Evaluations", "/evals"), ("API tokens", "/account/tokens")],
-    "labeler": [("Home", "/"), ("Write prompts", "/labeling/write")],
+    "admin": [("Home", "/"), ("Users", "/admin/users"), ("Prompts", "/admin/prompts"), ("Batches", "/admin/batches"), ("Review", "/review"), ("Datasets", "/datasets"), ("Import data", "/admin/datasets/import"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Evaluations", "/evals"), ("Audit log", "/admin/audit"), ("API tokens", "/account/tokens")],
+    "researcher": [("Home", "/"), ("Datasets", "/datasets"), ("Review", "/review"), ("Agreement", "/agreement"), ("Models", "/models"), ("Runs", "/runs"), ("Evaluations", "/evals"), ("API tokens", "/account/tokens")],
+    "labeler": [("Home", "/"), ("Write prompts", "/labeling/write"), ("History", "/labeling/history")],
 }
 
 

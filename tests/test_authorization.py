@@ -29,8 +29,16 @@ MUST_BE_ONLY = {
     "/admin/users": {Role.admin},
     "/api/users": {Role.admin},
     "/admin/audit": {Role.admin},
+    # issue 11: everyone's submissions are for admins and researchers; one's own history for labelers
+    "/review": {Role.admin, Role.researcher},
+    "/review/rankings/{ranking_id}": {Role.admin, Role.researcher},
+    "/review/demonstrations/{demo_id}": {Role.admin, Role.researcher},
+    "/labeling/history": {Role.labeler},
+    "/labeling/history/rankings/{ranking_id}": {Role.labeler},
+    "/labeling/history/demonstrations/{demo_id}": {Role.labeler},
+    "/admin/batches": {Role.admin},
 }
-LABELER_NEVER = re.compile(r"^/(api/)?(export|datasets|admin|runs|agreement)")
+LABELER_NEVER = re.compile(r"^/(api/)?(export|datasets|admin|runs|agreement|review)")
 
 
 def _allowed_roles(route: APIRoute) -> frozenset[Role] | None:

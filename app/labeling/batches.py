@@ -200,7 +200,9 @@ def labeler_stats(db: Session, user: User) -> dict:
         )
     )
     prompts = db.scalar(select(func.count()).select_from(Prompt).where(Prompt.author_id == user.id))
-    return {
+    from app.labeling.task_context import done_today
+
+    return {"done_today": done_today(db, user)["total"],
         "rankings": r_n, "ranking_time_s": float(r_t), "demonstrations": d_n, "demonstration_time_s": float(d_t),
         "skipped": skipped, "prompts": prompts, "total_time_s": float(r_t) + float(d_t),
     }
