@@ -75,3 +75,17 @@ def test_web_migrates_before_serving():
     command = _compose()["services"]["web"]["command"]
     argvs = _rlhf_commands(command)
     assert argvs[0][1:3] == ["db", "upgrade"] and argvs[-1][1] == "serve"
+
+
+def test_web_sends_cookies_over_https_only_and_sits_behind_a_proxy():
+    """Issue 12: compose sets secure cookies, believes X-Forwarded-For only from configured proxies,
+    and publishes the app on the host's loopback only (the TLS proxy is the way in)."""
+    from app.config import Settings
+
+    web = _compose()["services"]["web"]
+    env = web["environment"]
+    assert str(env["RLHF_COOKIE_SECURE"]).lower() == "true"
+    assert env["RLHF_TRUSTED_PROXIES"] == "${RLHF_TRUSTED_PROXIES:-}"
+    assert Settings(cookie_secure=env["RLHF_COOKIE_SECURE"], trusted_proxies="").cookie_secure is True
+    assert all(str(p).startswith("127.0.0.1:") for p in web["ports"])
+    assert _compose()["services"]["worker"]["environment"] == env  # the worker reads the same settings
