@@ -320,7 +320,7 @@
         if (n >= 1 && n <= 7) {
           e.preventDefault();
           var radio = form.querySelector('input[name="likert_' + selected + '"][value="' + n + '"]');
-          if (radio) { radio.checked = true; render(); announce("Response " + letterOf(selected) + " rated " + n); }
+          if (radio) { radio.checked = true; order.forEach(renderCard); updateMissing(); saveLocal(); announce("Response " + letterOf(selected) + " rated " + n); }
         }
         return;
       }
@@ -376,7 +376,8 @@
       document.getElementById("comment").value = d.comment || "";
       if (draftStatus) { draftStatus.textContent = "Restored your unsent answer from this browser (kept at " + clock(new Date(d.at)) + ")."; }
     }
-    form.addEventListener("change", function () { render(); });
+    // A rating or flag changes the card's marks only: the cards stay put, so focus stays where it is.
+    form.addEventListener("change", function () { order.forEach(renderCard); updateMissing(); saveLocal(); });
     document.getElementById("comment").addEventListener("input", saveLocal);
     var sending = false;
     form.addEventListener("submit", function (e) {
@@ -624,5 +625,6 @@
     if (d) { setupDemo(d); }
     var w = document.querySelector("form[data-prompt-kinds]");
     if (w) { setupPromptKinds(w); }
+    document.documentElement.setAttribute("data-labeling-ready", "");  // keys and taps are live
   });
 })();

@@ -48,8 +48,8 @@ def browser():
 def new_page(browser):
     contexts = []
 
-    def _make():
-        ctx = browser.new_context()
+    def _make(**options):  # options of browser.new_context: viewport, has_touch, is_mobile ...
+        ctx = browser.new_context(**options)
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(10_000)
