@@ -13,6 +13,7 @@ from app.security import generate_password
 from app.users import service, sessions, throttle
 from app.users.account_pages import router as account_router
 from app.users.models import LabelerGroup, Role
+from app.flash import keep_once, take_once
 from app.web import render
 
 router = APIRouter(tags=["pages"])
@@ -111,7 +112,8 @@ def _users_page(
 
 @router.get("/admin/users")
 def admin_users(request: Request, db: SessionDep, admin: Admin):
-    return _users_page(request, db)
+    # a new or reset password is shown once, on the page the post redirected to (app/flash.py)
+    return _users_page(request, db, created=take_once(request, "user_created"), reset=take_once(request, "user_reset"))
 
 
 @router.post("/admin/users")
@@ -133,8 +135,8 @@ def admin_create_user(
     except AppError as exc:
         db.rollback()
         return _users_page(request, db, error=exc.message, status_code=exc.status_code, form=form)
-    created = {"username": user.username, "password": None if password else chosen}
-    return _users_page(request, db, created=created, status_code=201)
+    keep_once(request, "user_created", {"username": user.username, "password": None if password else chosen})
+    return RedirectResponse("/admin/users", status_code=303)  # F5 does not create the user again
 
 
 @router.post("/admin/users/{user_id}")
@@ -158,7 +160,8 @@ def admin_update_user(
         elif action == "reset_password":
             password = generate_password()
             target = service.reset_password(db, user_id, password, actor=admin)
-            return _users_page(request, db, reset={"username": target.username, "password": password})
+            keep_once(request, "user_reset", {"username": target.username, "password": password})
+            return RedirectResponse("/admin/users", status_code=303)
         else:
             return _users_page(request, db, error=f"Unknown action {action!r}.", status_code=422)
     except AppError as exc:
@@ -172,7 +175,8 @@ def admin_update_user(
 
 @router.get("/account/tokens")
 def tokens_page(request: Request, db: SessionDep, user: TokenHolder):
-    return render(request, "users/tokens.html", {"tokens": service.list_tokens(db, user), "new_token": None, "error": None})
+    new_token = take_once(request, "new_token")  # shown once, after the create's redirect (app/flash.py)
+    return render(request, "users/tokens.html", {"tokens": service.list_tokens(db, user), "new_token": new_token, "error": None})
 
 
 @router.post("/account/tokens")
@@ -186,10 +190,8 @@ def tokens_create(request: Request, db: SessionDep, user: TokenHolder, name: Ann
             {"tokens": service.list_tokens(db, user), "new_token": None, "error": exc.message},
             status_code=exc.status_code,
         )
-    return render(
-        request, "users/tokens.html", {"tokens": service.list_tokens(db, user), "new_token": token, "error": None},
-        status_code=201,
-    )
+    keep_once(request, "new_token", token)
+    return RedirectResponse("/account/tokens", status_code=303)  # F5 does not make a second token
 
 
 @router.post("/account/tokens/{token_id}/revoke")

@@ -74,8 +74,9 @@ def test_logout_ends_the_session(client, db):
 def test_admin_creates_labeler_who_can_sign_in(client, make_client, db):
     make_user(db, "admin", username="boss")
     client.login("boss", PASSWORD)
-    page = client.post_form("/admin/users", {"username": "newbie", "role": "labeler", "labeler_group": "heldout"})
-    assert page.status_code == 201
+    posted = client.post_form("/admin/users", {"username": "newbie", "role": "labeler", "labeler_group": "heldout"})
+    assert posted.status_code == 303 and posted.headers["location"] == "/admin/users"  # F5 does not post again
+    page = client.get("/admin/users")  # the page the browser follows to shows the new password once
     assert "newbie" in page.text
     password = page.text.split('<code class="secret">')[1].split("</code>")[0]
     created = db.scalar(select(User).where(User.username == "newbie"))
@@ -139,8 +140,10 @@ def test_admin_cannot_lock_themselves_out(client, db):
 def test_api_token_is_shown_once_hashed_at_rest_and_revocable(client, db):
     make_user(db, "researcher", username="rita")
     client.login("rita", PASSWORD)
-    page = client.post_form("/account/tokens", {"name": "export script"})
-    assert page.status_code == 201
+    posted = client.post_form("/account/tokens", {"name": "export script"})
+    assert posted.status_code == 303 and posted.headers["location"] == "/account/tokens"
+    assert "export script" not in posted.headers["location"] and not posted.text  # the token never in the URL
+    page = client.get("/account/tokens")
     token = page.text.split('id="new-token">')[1].split("</code>")[0]
     row = db.scalar(select(ApiToken).where(ApiToken.name == "export script"))
     assert token not in row.token_hash and len(row.token_hash) == 64
