@@ -81,7 +81,7 @@ def open_stream(source: Path | bytes | BinaryIO, name: str = "", *, max_decompre
     head = raw.read(2)
     raw.seek(0)
     if head == b"\x1f\x8b" or name.lower().endswith(".gz"):
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw)
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")
         if max_decompressed is not None:
             stream = CappedReader(stream, max_decompressed)
         return stream

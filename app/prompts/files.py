@@ -83,7 +83,7 @@ def _parse_csv(stream: BinaryIO) -> list[dict]:
     except csv.Error as exc:
         limit = csv.field_size_limit()
         hint = f" (a field may hold at most {limit:,} characters)" if "field limit" in str(exc) else ""
-        raise InvalidInput(f"line {reader.line_num}: not valid CSV: {exc}{hint}.", field="file") from None
+        raise InvalidInput(f"line {reader.line_num + 1}: not valid CSV: {exc}{hint}.", field="file") from None
     return records
 
 
