@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from app.deps import CurrentUser, SessionDep, SettingsDep, client_ip
 from app.errors import AppError, InvalidInput
 from app.users import service, sessions
+from app.flash import flash
 from app.web import render
 
 router = APIRouter(tags=["pages"])
@@ -45,8 +46,8 @@ def sessions_end(request: Request, session_id: int, db: SessionDep, user: Curren
 @router.post("/account/sessions/end-others")
 def sessions_end_others(request: Request, db: SessionDep, settings: SettingsDep, user: CurrentUser):
     ended = sessions.end_others(db, user, keep=current_session_id(request))
-    return _sessions_page(request, db, settings, user,
-                          notice=f"Ended {ended} other session{'s' if ended != 1 else ''}.")
+    flash(request, f"Ended {ended} other session{'s' if ended != 1 else ''}.")
+    return RedirectResponse("/account/sessions", status_code=303)  # redirect-after-post (app/flash.py)
 
 
 def _password_page(request: Request, *, error: AppError | None = None, done: int | None = None):

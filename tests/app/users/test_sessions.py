@@ -89,8 +89,9 @@ def test_end_all_other_sessions_keeps_this_one(client, make_client, db):
     others = [make_client() for _ in range(3)]
     for other in others:
         other.login("tidy", PASSWORD)
-    page = client.post_form("/account/sessions/end-others")
-    assert page.status_code == 200 and "Ended 3 other sessions." in page.text
+    posted = client.post_form("/account/sessions/end-others")
+    assert posted.status_code == 303 and posted.headers["location"] == "/account/sessions"
+    assert "Ended 3 other sessions." in client.get("/account/sessions").text
     assert [o.get("/api/me").status_code for o in others] == [401, 401, 401]
     assert client.get("/api/me").status_code == 200
     assert alive_sessions(db, user) == 1
