@@ -73,7 +73,7 @@ def _rate_all(page):
 
 def test_rank_k5_with_the_mouse_including_a_tie(live_server, new_page):
     name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=5, priority=60))
-    page = new_page()
+    page = new_page(viewport={"width": 1280, "height": 2400})  # dragged card and drop target both in view
     login(page, live_server, name)
     page.click("#next-ranking")
     page.wait_for_selector("#board")
@@ -149,8 +149,7 @@ def _stored_buckets(live_server):
 
 def test_insert_a_new_rank_between_two_ranks_with_the_mouse(live_server, new_page):
     name = labeler_with(live_server, lambda db: make_ranking_batch(db, k=4, priority=90))
-    page = new_page()
-    page.set_viewport_size({"width": 1280, "height": 2400})  # source card and target line both in view
+    page = new_page(viewport={"width": 1280, "height": 2400})  # dragged card and drop target both in view
     login(page, live_server, name)
     page.click("#next-ranking")
     page.wait_for_selector("#board")
