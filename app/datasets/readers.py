@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from app.errors import InvalidInput, TooLarge
 MAX_LINE_BYTES = 2_000_000  # one record; a longer line is refused with its number
 MAX_RECORDS = 2_000_000
 CHUNK_BYTES = 1 << 20
-_NON_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
+_BLANK = b" \t\r\n\f\v"
 _GZIP_ERRORS = (OSError, EOFError, zlib.error)
 
 
@@ -116,16 +115,15 @@ def iter_lines(f: BinaryIO, *, max_line: int = MAX_LINE_BYTES, skip_blank: bool 
 
     while True:
         if skip_blank:
-            m = _NON_BLANK.search(buf, pos)
-            if m is None:
-                line_no += buf.count(b"\n", pos)
+            start = _first_non_blank(buf, pos)
+            line_no += buf.count(b"\n", pos, start)
+            if start == len(buf):
                 if eof:
                     return
                 buf, pos = more(), 0
                 eof = not buf
                 continue
-            line_no += buf.count(b"\n", pos, m.start())
-            pos = m.start()
+            pos = start
         nl = buf.find(b"\n", pos)
         if nl == -1:
             if len(buf) - pos > max_line:
@@ -143,6 +141,20 @@ def iter_lines(f: BinaryIO, *, max_line: int = MAX_LINE_BYTES, skip_blank: bool 
         line_no += 1
         yield line_no, buf[pos:nl + 1]
         pos = nl + 1
+
+
+def _first_non_blank(buf: bytes, pos: int) -> int:
+    """The index of the first non-whitespace byte at or after ``pos`` (``len(buf)`` if none), in
+    C-speed strides that grow with the run: a gap costs time in proportion to its length."""
+    window, end = 64, len(buf)
+    while pos < end:
+        part = buf[pos:pos + window]
+        stripped = part.lstrip()  # ASCII whitespace: the bytes of _BLANK (several times faster than naming them)
+        if stripped:
+            return pos + len(part) - len(stripped)
+        pos += len(part)
+        window = min(window * 4, CHUNK_BYTES)
+    return end
 
 
 def _too_long(n: int, max_line: int) -> InvalidInput:
