@@ -101,8 +101,8 @@ def run_ours(spec: dict) -> dict:
 
     out = Path(spec["out"])
     cfg = RMConfig(model=spec["backbone"], data=spec["train_file"], out=str(out), valid_fraction=0.0,
-                   epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch"], micro_batch_size=spec["batch"],
-                   max_length=spec["max_length"], seed=spec["seed"], **spec.get("ours_options", {}))
+                   epochs=spec["epochs"], lr=spec["lr"], batch_size=spec["batch"], max_length=spec["max_length"],
+                   seed=spec["seed"], **spec.get("ours_options", {}))
     train_rm(cfg)
     rm = load_scalar_model(str(out / "model")).eval()
     tok = load_tokenizer(str(out / "model"))
@@ -231,7 +231,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--trainers", nargs="+", default=["ours", "trl"], choices=["ours", "trl"])
     ap.add_argument("--ours-set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="extra options for our trainer (RMConfig fields), e.g. dropout=0.1 final_lr_ratio=0")
+                    help="extra options for our trainer (RMConfig fields, JSON values), e.g. dropout=0.1 "
+                         "final_lr_ratio=0 micro_batch_size=16 (default: its own, 8 pairs per forward pass "
+                         "with gradient accumulation; TRL does all --batch pairs in one pass)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--json", help="also write every run's numbers here")
     a = ap.parse_args()
