@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import RedirectResponse
 from starlette.datastructures import FormData
 
 from app.datasets.routes import read_upload
 from app.deps import RequireRole, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput
+from app.flash import keep_once, take_once
 from app.prompts import service
 from app.prompts.files import parse_records
 from app.prompts.models import Category, PromptSource
@@ -45,7 +47,8 @@ def _admin_page(request, db, *, summary=None, kind=None, error=None, status_code
 
 @router.get("/admin/prompts")
 def admin_prompts(request: Request, db: SessionDep, admin: Admin):
-    return _admin_page(request, db)
+    done = take_once(request, "import_summary") or {}  # an import's summary, after its redirect (app/flash.py)
+    return _admin_page(request, db, summary=done.get("lines"), kind=done.get("kind"))
 
 
 @router.post("/admin/prompts/import")
@@ -54,18 +57,21 @@ def admin_import_prompts(
     file: Annotated[UploadFile | None, File()] = None,
     prefix_chars: Annotated[int, Form(ge=1, le=100_000)] = service.DEFAULT_PREFIX_CHARS,
     per_user_cap: Annotated[int, Form(ge=1, le=1_000_000)] = service.DEFAULT_PER_USER_CAP,
+    tag: Annotated[str, Form(max_length=100)] = "",
 ):
     try:
         if file is None or not file.filename:
             raise InvalidInput("Choose a JSONL or CSV file to import.", field="file")
         records = parse_records(read_upload(file), file.filename, max_decompressed=settings.max_decompressed_bytes)
         summary = service.import_prompts(
-            db, records, settings=settings, actor=admin, prefix_chars=prefix_chars, per_user_cap=per_user_cap
+            db, records, settings=settings, actor=admin, prefix_chars=prefix_chars, per_user_cap=per_user_cap,
+            import_tag=tag,
         )
     except AppError as exc:
         db.rollback()
         return _admin_page(request, db, error=exc.message, status_code=exc.status_code)
-    return _admin_page(request, db, summary=summary.lines(), kind="prompts", status_code=201)
+    keep_once(request, "import_summary", {"lines": summary.lines(), "kind": "prompts"})
+    return RedirectResponse("/admin/prompts", status_code=303)  # F5 does not import again
 
 
 @router.post("/admin/completions/import")
@@ -81,7 +87,8 @@ def admin_import_completions(
     except AppError as exc:
         db.rollback()
         return _admin_page(request, db, error=exc.message, status_code=exc.status_code)
-    return _admin_page(request, db, summary=summary.lines(), kind="completions", status_code=201)
+    keep_once(request, "import_summary", {"lines": summary.lines(), "kind": "completions"})
+    return RedirectResponse("/admin/prompts", status_code=303)
 
 
 # --- labeler: writing prompts ------------------------------------------------------------------
@@ -98,7 +105,8 @@ def _write_page(request, *, form=None, error=None, saved=None, status_code=200):
 
 @router.get("/labeling/write")
 def write_page(request: Request, user: Labeler):
-    return _write_page(request)
+    saved = take_once(request, "prompt_saved")  # after the redirect of a successful post (app/flash.py)
+    return _write_page(request, form={"kind": saved["kind"]} if saved else None, saved=saved)
 
 
 @router.post("/labeling/write")
@@ -123,5 +131,5 @@ def write_prompt(request: Request, db: SessionDep, settings: SettingsDep, user: 
     except AppError as exc:
         db.rollback()
         return _write_page(request, form=form, error=exc.message, status_code=exc.status_code)
-    saved = {"id": prompt.id, "scrubbed": prompt.scrubbed_kinds}
-    return _write_page(request, form={"kind": kind}, saved=saved, status_code=201)
+    keep_once(request, "prompt_saved", {"id": prompt.id, "scrubbed": prompt.scrubbed_kinds, "kind": kind})
+    return RedirectResponse("/labeling/write", status_code=303)  # F5 does not submit the prompt again

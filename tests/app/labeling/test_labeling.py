@@ -184,7 +184,7 @@ def test_demonstration_draft_submit_duplicate_and_skip(make_client, db, settings
 def test_labeler_never_gets_a_prompt_they_wrote(make_client, db):
     c, user = signed_in(make_client, db)
     r = c.post_form("/labeling/write", {"kind": "plain", "text": "My own prompt about whales.", "category": "generation"})
-    assert r.status_code == 201 and "saved" in r.text
+    assert r.status_code == 303 and "saved" in c.get(r.headers["location"]).text
     from app.labeling import batches
     from app.labeling.models import TaskKind
 

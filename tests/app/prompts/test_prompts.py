@@ -60,16 +60,21 @@ def test_admin_uploads_prompts_then_completions(client, db):
     make_user(db, "admin", username="boss")
     client.login("boss", PASSWORD)
     jsonl = "\n".join(json.dumps({"prompt": f"Prompt number {i} about call 415-555-0199", "origin_user": f"o{i}"}) for i in range(3))
-    r = client.post("/admin/prompts/import", data={"csrf_token": client.csrf(), "prefix_chars": "200", "per_user_cap": "200"},
-                    files={"file": ("p.jsonl", jsonl.encode(), "application/jsonl")})
-    assert r.status_code == 201 and "imported: 3" in r.text and "scrubbed for personal data: 3" in r.text
+    r = client.post("/admin/prompts/import", data={"csrf_token": client.csrf(), "prefix_chars": "200", "per_user_cap": "200",
+                                                   "tag": "calls-1"},
+                    files={"file": ("p.jsonl", jsonl.encode(), "application/jsonl")}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/admin/prompts"  # F5 does not import again
+    page = client.get("/admin/prompts")
+    assert "imported: 3" in page.text and "scrubbed for personal data: 3" in page.text
+    assert "imported: 3" not in client.get("/admin/prompts").text  # the summary is shown once
+    assert set(db.scalars(select(Prompt.import_tag))) == {"calls-1"}
     csv_bad = client.post("/admin/prompts/import", data={"csrf_token": client.csrf()},
                           files={"file": ("p.csv", b"text\nhello\n", "text/csv")})
     assert csv_bad.status_code == 422 and "header row" in csv_bad.text
     comp = "\n".join(json.dumps({"prompt": "Prompt number 0 about call 415-555-0199", "completion": f"c{i}", "model": "m"}) for i in range(4))
     r = client.post("/admin/completions/import", data={"csrf_token": client.csrf()},
-                    files={"file": ("c.jsonl", comp.encode(), "application/jsonl")})
-    assert r.status_code == 201 and "imported: 4" in r.text
+                    files={"file": ("c.jsonl", comp.encode(), "application/jsonl")}, follow_redirects=False)
+    assert r.status_code == 303 and "imported: 4" in client.get("/admin/prompts").text
 
 
 def test_labeler_writes_few_shot_and_use_case_prompts(client, db):
@@ -77,11 +82,12 @@ def test_labeler_writes_few_shot_and_use_case_prompts(client, db):
     client.login("writer", PASSWORD)
     few = client.post_form("/labeling/write", {"kind": "few_shot", "instruction": "Translate to French.",
                                                "query_1": "cat", "response_1": "chat", "query_2": "dog", "response_2": "chien"})
-    assert few.status_code == 201
+    assert few.status_code == 303 and few.headers["location"] == "/labeling/write"
+    assert 'id="saved"' in client.get("/labeling/write").text and 'id="saved"' not in client.get("/labeling/write").text
     one_pair = client.post_form("/labeling/write", {"kind": "few_shot", "instruction": "Translate.", "query_1": "a", "response_1": "b"})
     assert one_pair.status_code == 422 and "at least two" in one_pair.text and 'value="a"' in one_pair.text
     uc = client.post_form("/labeling/write", {"kind": "use_case", "use_case": "Brainstorming", "use_case_text": "Ideas for a party"})
-    assert uc.status_code == 201
+    assert uc.status_code == 303
     again = client.post_form("/labeling/write", {"kind": "use_case", "use_case": "Brainstorming", "use_case_text": "Ideas for a party"})
     assert again.status_code == 409 and "already wrote" in again.text
     texts = list(db.scalars(select(Prompt.text).order_by(Prompt.id)))
