@@ -3,6 +3,8 @@ imports with upload (admin)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -18,6 +20,7 @@ from app.datasets.routes import FiltersDep, _blank, read_upload, stream_export
 from app.datasets.schemas import ExportFilters
 from app.deps import RequireRole, SessionDep, SettingsDep
 from app.errors import AppError, InvalidInput
+from app.flash import keep_once, take_once
 from app.labeling.models import Batch
 from app.users.models import Role
 from app.web import render
@@ -133,9 +136,22 @@ def agreement_page(request: Request, db: SessionDep, user: Researcher, batch: st
     })
 
 
+@dataclass
+class _ShownSummary:
+    """An import's summary as the page after its redirect shows it."""
+    kind: str
+    shown: list[str]
+
+    def lines(self) -> list[str]:
+        return self.shown
+
+
 @router.get("/admin/datasets/import")
 def import_page(request: Request, admin: Admin):
-    return render(request, "datasets/import.html", {"kinds": IMPORT_KINDS, "summary": None, "error": None, "form": {}})
+    done = take_once(request, "dataset_import")  # the summary of the import that redirected here (app/flash.py)
+    summary = _ShownSummary(done["kind"], done["lines"]) if done else None
+    return render(request, "datasets/import.html", {"kinds": IMPORT_KINDS, "summary": summary, "error": None, "form": {}})
+
 
 
 @router.post("/admin/datasets/import")
@@ -153,4 +169,5 @@ def import_upload(
         db.rollback()
         return render(request, "datasets/import.html", {"kinds": IMPORT_KINDS, "summary": None, "error": exc.message, "form": form},
                       status_code=exc.status_code)
-    return render(request, "datasets/import.html", {"kinds": IMPORT_KINDS, "summary": summary, "error": None, "form": form})
+    keep_once(request, "dataset_import", {"kind": summary.kind, "lines": summary.lines()})
+    return RedirectResponse("/admin/datasets/import", status_code=303)  # F5 does not import again

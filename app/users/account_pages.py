@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 from app.deps import CurrentUser, SessionDep, SettingsDep, client_ip
 from app.errors import AppError, InvalidInput
 from app.users import service, sessions
-from app.flash import flash
+from app.flash import flash, keep_once, take_once
 from app.web import render
 
 router = APIRouter(tags=["pages"])
@@ -60,7 +60,7 @@ def _password_page(request: Request, *, error: AppError | None = None, done: int
 
 @router.get("/account/password")
 def password_page(request: Request, user: CurrentUser):
-    return _password_page(request)
+    return _password_page(request, done=take_once(request, "password_done"))  # after the change's redirect
 
 
 @router.post("/account/password")
@@ -80,4 +80,5 @@ def password_change(
                                         keep_session=current_session_id(request), client_ip=client_ip(request))
     except AppError as exc:  # nothing changed but the failure record, which is kept (committed)
         return _password_page(request, error=exc)
-    return _password_page(request, done=ended)
+    keep_once(request, "password_done", ended)
+    return RedirectResponse("/account/password", status_code=303)  # redirect-after-post (app/flash.py)
