@@ -51,7 +51,8 @@ class Settings(BaseSettings):
         3, description="Failed sign-ins per (username, address) before each further try waits 1, 2, 4 ... seconds")
     login_backoff_max_s: int = Field(300, description="Longest wait between tries of one (username, address)")
     login_trust_days: int = Field(
-        30, description="A browser (device cookie) or address that signed in stays trusted this long")
+        30, description="A browser (device cookie) or address that signed in stays trusted this long "
+        "(addresses: at most 90 days, how long ended sessions are kept)")
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Reverse proxies whose X-Forwarded-For is believed: IPs or CIDRs, "
         "comma-separated (e.g. 127.0.0.1,10.0.0.0/8); empty: the header is ignored")

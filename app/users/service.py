@@ -165,7 +165,7 @@ def change_password(
     checks pass: the caller commits even when this raises, so that the failure is recorded."""
     throttle.check(db, settings, user.username, client_ip, trusted=True)
     if not security.verify_password(user.password_hash, current_password):
-        throttle.record_failure(db, user.username, client_ip)
+        throttle.record_failure(db, user.username, client_ip, settings)
         raise InvalidInput("Your current password is not right.", field="current_password")
     validate_password(new_password)
     if new_password == current_password:
@@ -199,7 +199,7 @@ def authenticate(
     throttle.check(db, settings, username, client_ip, trusted=trusted)
     ok = security.verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.active:
-        throttle.record_failure(db, username, client_ip)
+        throttle.record_failure(db, username, client_ip, settings)
         raise NotAuthenticated(BAD_LOGIN)
     throttle.forget_pair(db, username, client_ip)
     return user

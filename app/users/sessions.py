@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from app import security
@@ -28,12 +28,22 @@ TOUCH_EVERY = timedelta(minutes=1)
 
 def start(db: Session, user: User, *, user_agent: str, client_ip: str) -> tuple[UserSession, str]:
     """A new session for ``user``; returns the row and the key to put in the cookie."""
+    _prune(db, user.id)
     key, key_hash = security.new_session_key()
     row = UserSession(user_id=user.id, token_hash=key_hash, user_agent=(user_agent or "")[:300],
                       client_ip=(client_ip or "")[:64])
     db.add(row)
     db.flush()
     return row, key
+
+
+KEEP_ENDED = timedelta(days=90)  # longer than any login_trust_days in use: known addresses come from here
+
+
+def _prune(db: Session, user_id: int) -> None:
+    """Forget the user's sessions that started long ago and are over (the table does not grow forever)."""
+    db.execute(delete(UserSession).where(UserSession.user_id == user_id, UserSession.created_at < utcnow() - KEEP_ENDED,
+                                         UserSession.last_seen_at < utcnow() - KEEP_ENDED))
 
 
 def is_alive(row: UserSession | None, settings: Settings, now: datetime | None = None) -> bool:

@@ -22,7 +22,7 @@ import math
 from datetime import timedelta
 
 import itsdangerous
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -104,13 +104,13 @@ def check(db: Session, settings: Settings, username: str, client_ip: str, *, tru
         )
 
 
-def record_failure(db: Session, username: str, client_ip: str) -> None:
+def record_failure(db: Session, username: str, client_ip: str, settings: Settings | None = None) -> None:
+    if settings is not None:  # failures older than the window count for nothing: forget them
+        db.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - timedelta(seconds=settings.login_window_s)))
     db.add(LoginFailure(username=username, client_ip=client_ip[:64]))
     db.flush()
 
 
 def forget_pair(db: Session, username: str, client_ip: str) -> None:
     """After a successful sign-in: this address's own mistakes are forgiven (not others' guesses)."""
-    from sqlalchemy import delete
-
     db.execute(delete(LoginFailure).where(LoginFailure.username == username, LoginFailure.client_ip == client_ip))

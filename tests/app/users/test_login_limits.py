@@ -161,3 +161,12 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy_only_as_far_as_the_chain
     # the session records the client's address, as the sessions page shows it
     assert attempt(proxy, "proxied", PASSWORD, **{"X-Forwarded-For": "198.51.100.44"}).status_code == 303
     assert db.scalar(select(UserSession.client_ip).where(UserSession.client_ip == "198.51.100.44"))
+
+
+def test_failures_older_than_the_window_are_forgotten(browser, db, settings):
+    make_user(db, "labeler", username="old-mistakes")
+    for i in range(3):
+        attempt(browser(f"203.0.113.{i + 1}"), "old-mistakes", WRONG)
+    age_failures(db, settings.login_window_s + 1)
+    attempt(browser("203.0.113.50"), "old-mistakes", WRONG)
+    assert failures(db, username="old-mistakes") == 1  # only the new one is kept

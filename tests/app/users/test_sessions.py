@@ -179,3 +179,21 @@ def test_cross_site_post_does_not_sign_the_victim_out(app, client, db):
     assert client.get("/admin/users").status_code == 200
     assert cookie_of(client) == before or client.get("/api/me").status_code == 200
     assert db.scalar(select(func.count()).select_from(User).where(User.username.in_(["evil", "evil2"]))) == 0
+
+
+def test_sessions_over_for_months_are_forgotten_at_the_next_sign_in(client, db):
+    from datetime import timedelta
+
+    from app.db import utcnow
+
+    user = make_user(db, "labeler", username="returning")
+    client.login("returning", PASSWORD)
+    old = db.scalar(select(UserSession).where(UserSession.user_id == user.id))
+    old.created_at = old.last_seen_at = utcnow() - timedelta(days=100)
+    old_hash = old.token_hash
+    db.flush()
+    client.post_form("/logout")
+    client.login("returning", PASSWORD)
+    db.expire_all()
+    hashes = db.scalars(select(UserSession.token_hash).where(UserSession.user_id == user.id)).all()
+    assert len(hashes) == 1 and old_hash not in hashes  # only the new session remains
