@@ -37,6 +37,16 @@ MUST_BE_ONLY = {
     "/labeling/history/rankings/{ranking_id}": {Role.labeler},
     "/labeling/history/demonstrations/{demo_id}": {Role.labeler},
     "/admin/batches": {Role.admin},
+    # issue 12: the admin reset; one's own sessions and password for every signed-in role
+    "/api/users/{user_id}/password": {Role.admin},
+    "/account/sessions": ALL_ROLES,
+    "/account/sessions/{session_id}/end": ALL_ROLES,
+    "/account/sessions/end-others": ALL_ROLES,
+    "/account/password": ALL_ROLES,
+    "/api/sessions": ALL_ROLES,
+    "/api/sessions/{session_id}": ALL_ROLES,
+    "/api/sessions/end-others": ALL_ROLES,
+    "/api/me/password": ALL_ROLES,
 }
 LABELER_NEVER = re.compile(r"^/(api/)?(export|datasets|admin|runs|agreement|review)")
 
@@ -97,6 +107,8 @@ def test_every_route_declares_who_may_use_it(app):
 
 
 def test_declared_policy_spot_checks(app):
+    paths = {route.path for _, route in _routes(app)}
+    assert set(MUST_BE_ONLY) <= paths, f"spot-checked routes that do not exist: {set(MUST_BE_ONLY) - paths}"
     for method, route in _routes(app):
         roles = _allowed_roles(route)
         if route.path in MUST_BE_ONLY:
