@@ -336,6 +336,36 @@ def test_batches_create_ranking_and_demonstration(lab):
     assert lab.scalar("SELECT count(*) FROM tasks WHERE batch_id = :b", b=batches["demos"][0]) == 3
 
 
+def test_batches_create_from_chosen_prompts_with_guidelines(lab):
+    """--prompt-ids / --category / --import choose the prompts, --preview only counts them,
+    --guidelines-file sets the Markdown guidelines; a bad choice names its option and creates nothing."""
+    first, second = (r[0] for r in lab.rows("SELECT id FROM prompts ORDER BY id LIMIT 2"))
+    tag = lab.scalar("SELECT import_tag FROM prompts WHERE id = :i", i=first)
+    assert tag and tag.startswith("import-")  # every import carries a tag, made of its time when not named
+    guide = lab.home / "guide.md"
+    guide.write_text("# Be brief\n\n- one **sentence**\n", encoding="utf-8")
+    preview = assert_ok(lab.run("batches preview", "batches", "create", "--name", "never", "--import", tag, "--preview"))
+    assert re.search(r"^\d+ active prompts match \(import tag: import-", preview.stdout), preview.stdout
+    created = assert_ok(lab.run("batches create chosen", "batches", "create", "--name", "chosen", "--kind", "demonstration",
+                                "--prompt-ids", f"{first},{second}", "--guidelines-file", str(guide), "--priority", "-50"))
+    assert re.search(r"created demonstration batch 'chosen' \(id (\d+)\) with 2 tasks", created.stdout), created.stdout
+    batch_id, guidelines, selection = lab.rows("SELECT id, guidelines, selection FROM batches WHERE name = 'chosen'")[0]
+    with lab.engine.begin() as conn:  # keep it out of the labeling the served tests do
+        conn.execute(text("UPDATE batches SET status = 'closed' WHERE id = :b"), {"b": batch_id})
+    assert guidelines == "# Be brief\n\n- one **sentence**"
+    assert sorted(r[0] for r in lab.rows("SELECT prompt_id FROM tasks WHERE batch_id = :b", b=batch_id)) == [first, second]
+    selection = json.loads(selection) if isinstance(selection, str) else selection
+    assert selection == {"prompt_ids": [first, second]}
+    for key, args, option, words in (
+        ("bad ids", ("--prompt-ids", "999999"), "--prompt-ids", "no prompt with id 999999"),
+        ("bad category", ("--category", "poetry"), "--category", "Unknown category 'poetry'"),
+        ("bad import", ("--import", "never-imported"), "--import", "never-imported"),
+    ):
+        bad = lab.run(f"batches {key}", "batches", "create", "--name", "nope", "--kind", "demonstration", *args)
+        assert bad.returncode == 2 and option in bad.stderr and words in bad.stderr and "Traceback" not in bad.stderr, bad.describe()
+    assert lab.scalar("SELECT count(*) FROM batches WHERE name = 'nope'") == 0
+
+
 def test_batches_list_before_labeling(lab, served):
     out = assert_ok(lab.results["batches list"]).stdout
     assert re.search(r"\brank-k4\s+ranking\s+K=4\s+0/3 tasks done\s+open\b", out), out
