@@ -175,3 +175,31 @@ def test_draft_typed_and_reloaded_at_once_is_restored_whole(live_server, new_pag
     with unit_of_work(live_server.factory) as db:
         assert db.scalar(select(Demonstration.text).where(Demonstration.text == text)) == text
     assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('rlhf-draft-')).length") == 0
+
+
+def test_ranking_in_progress_survives_a_reload(live_server, new_page):
+    page, _ = _open_ranking(live_server, new_page, k=4, priority=206)
+    kb = page.keyboard
+    for letter, rank, rating in [("c", "1", "6"), ("a", "1", "6"), ("b", "2", "3")]:
+        kb.press(letter)
+        kb.press(rank)
+        kb.press(f"Shift+Digit{rating}")
+    page.click("#response-B summary")
+    page.check("#response-B input[value='hallucination']")
+    page.fill("#comment", "C and A are equally good")
+    page.reload()  # nothing was sent: the answer so far is kept in this browser
+    page.wait_for_selector("html[data-labeling-ready] #board")
+    expect(page.locator("#draft-status")).to_contain_text("Restored your unsent answer")
+    expect(page.locator("#rank-badge-C")).to_have_text("Rank 1 (tie with A)")
+    expect(page.locator("#rank-badge-B")).to_have_text("Rank 2")
+    expect(page.locator("#rank-badge-D")).to_have_text("Not ranked")
+    assert page.is_checked("#response-B input[value='hallucination']") and page.is_checked("#response-A input[value='6']")
+    assert page.input_value("#comment") == "C and A are equally good"
+    expect(page.locator("#missing")).to_have_text("Still to do: rank D · rate D (1 – 7)")
+
+
+def test_home_page_focuses_the_next_ranking_task(live_server, new_page):
+    name = labeler_with(live_server, lambda db: None)
+    page = new_page()
+    login(page, live_server, name)
+    expect(page.locator("#next-ranking")).to_be_focused()

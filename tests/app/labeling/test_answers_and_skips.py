@@ -103,3 +103,36 @@ def test_skip_by_api_keeps_the_note_and_refuses_a_long_one(make_client, db):
     ok = c.post(url, json={"reason": "cannot_judge", "note": "Not my language"})
     assert ok.status_code == 200 and ok.json() == {"assignment_id": a["assignment_id"], "status": "skipped",
                                                    "reason": "cannot_judge", "note": "Not my language"}
+
+
+def test_skip_a_demonstration_from_the_page_says_so(make_client, db):
+    make_demonstration_batch(db)
+    c, _ = signed_in(make_client, db)
+    url, aid = _open_page(c, "demonstration")
+    done = c.post_form(f"{url}/skip", {"reason": "personal_data"})
+    assert done.headers["location"] == f"{url}?notice=skipped"
+    page = c.get(done.headers["location"]).text
+    assert "You skipped this task" in page and "It contains personal data" in page and 'id="next-task" autofocus' in page
+    assert db.get(Assignment, aid).skip_reason == SkipReason.personal_data
+
+
+def test_skip_a_blind_evaluation_from_the_page(make_client, db):
+    from tests.app.labeling.test_eval_pages import make_eval_batch, open_next
+    from tests.app.labeling.test_eval_pages import signed_in as eval_signed_in
+
+    make_eval_batch(db, k=2)
+    c, _ = eval_signed_in(make_client, db, group="heldout")
+    url, aid = open_next(c)
+    assert 'id="skip-form"' in c.get(url).text
+    done = c.post_form(f"{url}/skip", {"reason": "cannot_judge", "note": "Both are in a language I do not read"})
+    assert done.status_code == 303
+    page = c.get(done.headers["location"]).text
+    assert "You skipped this task" in page and "Both are in a language I do not read" in page
+    a = db.get(Assignment, aid)
+    db.refresh(a)
+    assert a.status == AssignmentStatus.skipped
+
+
+def test_home_focuses_next_ranking_task(make_client, db):
+    c, _ = signed_in(make_client, db)
+    assert 'id="next-ranking" autofocus' in c.get("/").text
