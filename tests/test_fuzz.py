@@ -2,7 +2,7 @@
 query, header and body values, as an admin, a researcher and a labeler, against the real app
 served by uvicorn (its PostgreSQL hot path included) on a fresh database. No answer may be a 5xx.
 
-Bounded for CI: ``FUZZ_EXAMPLES`` examples per operation and role (default 4; set RLHF_FUZZ_EXAMPLES
+Bounded for CI: ``FUZZ_EXAMPLES`` examples per operation and role (default 12; set RLHF_FUZZ_EXAMPLES
 for a longer run), no deadline, no example database. The number of requests made is printed
 (recorded in SECURITY.md).
 """
@@ -32,7 +32,7 @@ from tests.live_server import serving
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
 
-FUZZ_EXAMPLES = int(os.environ.get("RLHF_FUZZ_EXAMPLES", "4"))
+FUZZ_EXAMPLES = int(os.environ.get("RLHF_FUZZ_EXAMPLES", "12"))
 ROLES = ("labeler", "researcher", "admin")  # the admin last: it may deactivate users or revoke tokens
 # Operations that end the credentials the run itself uses; their inputs are checked elsewhere.
 SKIP = {("POST", "/logout")}
