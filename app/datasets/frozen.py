@@ -87,6 +87,7 @@ def freeze(
 
 CORPUS_SUFFIXES = {".txt": ExportFormat.txt, ".txt.gz": ExportFormat.txt_gz, ".jsonl": ExportFormat.jsonl,
                    ".jsonl.gz": ExportFormat.jsonl_gz}
+CORPUS_MAX_LINE_BYTES = 16_000_000  # one line of a corpus file
 MAX_CORPUS_BYTES = 2 * 1024**3
 
 
@@ -98,10 +99,12 @@ def corpus_format(filename: str) -> tuple[str, ExportFormat]:
     raise InvalidInput(f"{filename or 'the file'}: a corpus is a .txt, .txt.gz, .jsonl or .jsonl.gz file.", field="file")
 
 
-def store_corpus(db: Session, settings: Settings, *, name: str, filename: str, stream: BinaryIO, actor=None) -> Dataset:
+def store_corpus(db: Session, settings: Settings, *, name: str, filename: str, stream: BinaryIO, actor=None,
+                 max_decompressed: int | None = None) -> Dataset:
     """Keep an uploaded pretraining corpus as a dataset (kind corpus) that PPO-ptx runs can pick:
     copied into the artifact directory in chunks, hashed, its documents counted (plain text:
-    separated by blank lines; JSONL: one row each). Nothing is kept when the file is refused."""
+    separated by blank lines; JSONL: one row each). Nothing is kept when the file is refused.
+    ``max_decompressed`` caps what a .gz corpus may expand to (web uploads pass the setting)."""
     name = (name or "").strip() or Path(filename or "corpus").name.split(".")[0]
     if db.scalar(select(Dataset.id).where(Dataset.name == name)):
         raise Conflict(f"A dataset named {name!r} already exists; choose another name.", field="name")
@@ -125,7 +128,7 @@ def store_corpus(db: Session, settings: Settings, *, name: str, filename: str, s
                 out.write(chunk)
         if size == 0:
             raise InvalidInput("The file is empty.", field="file")
-        documents = count_documents(target, suffix)
+        documents = count_documents(target, suffix, max_decompressed=max_decompressed)
     except BaseException:
         shutil.rmtree(target.parent, ignore_errors=True)
         raise
@@ -139,24 +142,28 @@ def store_corpus(db: Session, settings: Settings, *, name: str, filename: str, s
     return ds
 
 
-def count_documents(path: Path, suffix: str) -> int:
+def count_documents(path: Path, suffix: str, *, max_decompressed: int | None = None) -> int:
     """Documents in a corpus file, read as UTF-8: plain text counts runs of non-blank lines,
-    JSONL counts non-blank lines. A file that is not UTF-8 (or not gzip, for .gz) is refused."""
-    opener = (lambda: gzip.open(path, "rt", encoding="utf-8")) if suffix.endswith(".gz") else (lambda: path.open("r", encoding="utf-8"))
-    documents, in_document, lineno = 0, False, 0
+    JSONL counts non-blank lines. A file that is not UTF-8 (or not gzip, for .gz) is refused.
+    Read as a stream (app/datasets/readers.py): lines capped at CORPUS_MAX_LINE_BYTES, runs of
+    blank lines skipped in one scan, a .gz capped at ``max_decompressed`` when given."""
+    from app.datasets.readers import iter_lines, open_stream
+
+    documents, previous = 0, -1
+    stream = open_stream(path, suffix, max_decompressed=max_decompressed)
     try:
-        with opener() as fh:
-            for lineno, line in enumerate(fh, start=1):
-                blank = not line.strip()
-                if suffix.startswith(".jsonl"):
-                    documents += not blank
-                else:
-                    documents += (not blank and not in_document)
-                    in_document = not blank
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{path.name}: not UTF-8 text (near line {lineno + 1}).", field="file") from None
+        for lineno, raw in iter_lines(stream, max_line=CORPUS_MAX_LINE_BYTES):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"{path.name}: not UTF-8 text (line {lineno}).", field="file") from None
+            if suffix.startswith(".jsonl") or lineno != previous + 1:
+                documents += 1  # a JSONL row, or the first line after a blank one
+            previous = lineno
     except (OSError, EOFError) as exc:
         raise InvalidInput(f"{path.name}: cannot read the file ({exc}).", field="file") from None
+    finally:
+        stream.close()
     if documents == 0:
         raise InvalidInput("The corpus has no text.", field="file")
     return documents

@@ -62,7 +62,8 @@ def datasets_upload_corpus(
     file: Annotated[UploadFile, File()], name: Annotated[str, Form(max_length=200)] = "",
 ):
     try:
-        ds = frozen.store_corpus(db, settings, name=name, filename=file.filename or "", stream=file.file, actor=admin)
+        ds = frozen.store_corpus(db, settings, name=name, filename=file.filename or "", stream=file.file, actor=admin,
+                                max_decompressed=settings.max_decompressed_bytes)
     except AppError as exc:
         db.rollback()
         return _datasets_page(request, db, error=exc.message, form={"name": name}, status_code=exc.status_code)

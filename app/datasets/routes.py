@@ -102,7 +102,8 @@ def api_upload_corpus(
     name: Annotated[str | None, Query(max_length=200)] = None,
 ):
     """Upload a pretraining corpus (.txt, .txt.gz or JSONL 'text' rows) for PPO-ptx runs."""
-    return frozen.store_corpus(db, settings, name=_blank(name) or "", filename=file.filename or "", stream=file.file, actor=admin)
+    return frozen.store_corpus(db, settings, name=_blank(name) or "", filename=file.filename or "", stream=file.file, actor=admin,
+                                max_decompressed=settings.max_decompressed_bytes)
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)

@@ -146,3 +146,19 @@ def test_nul_in_import_lookup_keys_is_dropped_not_a_500(client, db, admin_header
                            headers=admin_headers)
     assert response.status_code == 200, response.text
     assert db.scalar(select(Ranking.external_labeler).order_by(Ranking.id.desc()).limit(1)) == "xy"
+
+
+def test_corpus_upload_is_read_as_a_stream_with_the_same_caps(client, db, settings, admin_headers):
+    from app.datasets.models import Dataset
+
+    settings.max_decompressed_bytes = 4 * 2**20
+    before = db.scalar(select(func.count()).select_from(Dataset))
+    bomb = gzip.compress(b"A document.\n") + gz_of_newlines(8 * 2**20)
+    response = client.post("/api/datasets/corpus?name=bomb", files={"file": ("c.txt.gz", bomb)}, headers=admin_headers)
+    assert response.status_code == 413 and response.json()["errors"][0]["field"] == "file"
+    assert db.scalar(select(func.count()).select_from(Dataset)) == before
+    # documents are runs of non-blank lines, however long the blank runs between them
+    text = gzip.compress(b"one\ndoc\n" + b"\n" * 2**20 + b"  \t\nsecond doc\n\n\nthird\n")
+    response = client.post("/api/datasets/corpus?name=ok", files={"file": ("c.txt.gz", text)}, headers=admin_headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["row_count"] == 3
