@@ -77,6 +77,8 @@ AB_SHORTCUTS = [
     ("=", "About the same"),
     ("B", "B is better"),
     ("Enter", "submit (Ctrl + Enter from the comment box)"),
+    ("P", "show the whole prompt / fold it"),
+    ("S", "skip or report this task"),
 ]
 # A/B preference -> buckets of the order shown (A = shown first), best first; "same" is a tie.
 PREFERENCES = {"a": "A is better", "same": "About the same", "b": "B is better"}
