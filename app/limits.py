@@ -8,6 +8,9 @@ limit of its route class:
   ``settings.max_json_import_bytes``;
 * everything else (JSON, forms): ``settings.max_body_bytes``.
 
+An upload or import request that carries no credentials at all (no ``Authorization`` header, no
+session cookie) is answered 401 before its body is read.
+
 A declared ``Content-Length`` over the limit is answered 413 at once, without reading a byte of
 the body; a chunked body is counted as it streams in and cut off with 413 as soon as it passes
 the limit. Whatever the application was doing with the body at that moment is abandoned (the
@@ -70,6 +73,12 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             await self._reject(scope, send, limit, setting)
             return
+        if limit > self.settings.max_body_bytes and not _has_credentials(scope):
+            # An upload or import with no credentials at all: answered before its body is read
+            # (the real check of the credentials comes later, for those that carry some).
+            await _send_error(scope, send, 401, "Not signed in", "Sign in (or send an API token) to upload or import.",
+                              extra_headers=[(b"www-authenticate", b"Bearer")])
+            return
 
         state = {"received": 0, "exceeded": False, "started": False}
 
@@ -102,27 +111,44 @@ class BodyLimitMiddleware:
             f"The request body is larger than {_mib(limit)}, the limit for {scope['path']} "
             f"(the server's {setting} setting)."
         )
-        accept = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"accept":
-                accept = value
-        if scope["path"].startswith("/api/") or b"application/json" in accept:
-            body = orjson.dumps({"error": "Too large", "detail": message, "errors": [{"field": "body", "message": message}]})
-            content_type = b"application/json"
-        else:
-            from html import escape
+        await _send_error(scope, send, 413, "Too large", message, field="body")
 
-            body = (
-                "<!doctype html><meta charset=utf-8><title>413 Too large</title>"
-                f"<h1>413 Too large</h1><p>{escape(message)}</p>"
-            ).encode()
-            content_type = b"text/html; charset=utf-8"
-        await send({
-            "type": "http.response.start", "status": 413,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
-        })
-        await send({"type": "http.response.body", "body": body})
+
+def _has_credentials(scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization" or (name == b"cookie" and b"rlhf_session=" in value):
+            return True
+    return False
+
+
+async def _send_error(scope, send, status: int, title: str, message: str, *, field: str | None = None,
+                      extra_headers=()) -> None:
+    """A JSON error (API paths, JSON clients) or a small HTML page, answered by the middleware
+    itself; the connection is closed, so the unread body is not waited for."""
+    accept = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            accept = value
+    if scope["path"].startswith("/api/") or b"application/json" in accept:
+        payload = {"error": title, "detail": message}
+        if field:
+            payload["errors"] = [{"field": field, "message": message}]
+        body = orjson.dumps(payload)
+        content_type = b"application/json"
+    else:
+        from html import escape
+
+        body = (
+            f"<!doctype html><meta charset=utf-8><title>{status} {escape(title)}</title>"
+            f"<h1>{status} {escape(title)}</h1><p>{escape(message)}</p><p><a href=\"/login\">Sign in</a></p>"
+        ).encode()
+        content_type = b"text/html; charset=utf-8"
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"), *extra_headers],
+    })
+    await send({"type": "http.response.body", "body": body})
 
 
 class LoggedOnce:

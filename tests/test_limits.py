@@ -101,3 +101,21 @@ def test_html_clients_get_a_413_page(client, db):
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("text/html")
     assert "larger than 1 MiB" in response.text
+
+
+def test_uploads_without_any_credentials_are_refused_before_the_body_is_read(client, db):
+    before = prompt_count(db), audit_count(db)
+    consumed = []
+
+    def body():  # 100 MB, under the upload limit; counts what the server pulled
+        for _ in range(100):
+            consumed.append(1)
+            yield b"x" * 2**20
+
+    fresh = type(client)(client.app, raise_server_exceptions=False)  # no session cookie yet
+    response = fresh.post("/api/datasets/import/prompts", content=body(),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert len(consumed) <= 2  # the body was not read
+    assert (prompt_count(db), audit_count(db)) == before

@@ -100,11 +100,21 @@ def test_anonymous_400_mb_body(server):
 
     with httpx.Client(timeout=60) as client:
         client.get(f"{base}/login")  # warm up
+        client.cookies.clear()  # no credentials at all: 401 before the body is read
         response, elapsed, growth = _measure(pid, lambda: client.post(
             f"{base}/api/prompts/import", content=body(), headers={"content-type": "application/json"}))
         print(f"\nanonymous 400 MB chunked: {response.status_code} in {elapsed:.1f} s, peak RSS growth {growth / MB:.1f} MB")
+        assert response.status_code == 401
+        assert growth < GROWTH_LIMIT and elapsed < 30
+        # a (made-up) session cookie: read up to the limit, then 413
+        response, elapsed, growth = _measure(pid, lambda: client.post(
+            f"{base}/api/prompts/import", content=body(),
+            headers={"content-type": "application/json", "cookie": "rlhf_session=forged"}))
+        print(f"anonymous 400 MB chunked, with a cookie: {response.status_code} in {elapsed:.1f} s, "
+              f"peak RSS growth {growth / MB:.1f} MB")
         assert response.status_code == 413
         assert growth < GROWTH_LIMIT and elapsed < 30
+        client.cookies.clear()
         declared, elapsed2, growth2 = _measure(pid, lambda: client.post(
             f"{base}/api/prompts/import", content=body(),
             headers={"content-type": "application/json", "content-length": str(400 * MB)}))
