@@ -54,4 +54,26 @@ def test_admin_builds_a_guided_batch_from_chosen_prompts_and_the_labeler_sees_th
     expect(guide.locator("strong")).to_have_text("beam")
     expect(guide).to_contain_text("<script>bad()</script>")  # shown as text, never run
     expect(lab.locator("#task-progress")).to_contain_text(f"guided {n}: 1 of 1 tasks left")
-    expect(lab.locator("#submission-prompt, .prompt-text").first).to_contain_text("lighthouse")
+    expect(lab.locator("#done-today")).to_have_text("0")
+
+    # the labeler submits, then finds it in their history, read-only
+    lab.fill("#demo-text", "The lighthouse sweeps its beam across the dark sea.")
+    lab.click("#submit-demo")
+    lab.wait_for_selector("#submitted")
+    lab.goto(f"{live_server.url}/")
+    expect(lab.locator("#home-done-today")).to_have_text("1")
+    lab.click("text=Your history")
+    expect(lab.locator("#submissions tbody tr")).to_have_count(1)
+    lab.click("#submissions >> text=Open")
+    expect(lab.locator("#submission-text")).to_have_text("The lighthouse sweeps its beam across the dark sea.")
+    expect(lab.locator("#submission-prompt")).to_contain_text("describe a lighthouse at night")
+    expect(lab.locator("main textarea, main button[type=submit]")).to_have_count(0)  # nothing to change
+
+    # the admin finds it on the review page by labeler and opens it
+    page.goto(f"{live_server.url}/review")
+    page.fill("input[name=labeler]", labeler.username)
+    page.click("form[aria-label=Filters] button[type=submit]")
+    expect(page.locator("#submissions tbody tr")).to_have_count(1)
+    page.click("#submissions >> text=Open")
+    expect(page.locator("h1")).to_contain_text(f"by {labeler.username}")
+    expect(page.locator("#submission-text")).to_contain_text("beam")
