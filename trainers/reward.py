@@ -86,7 +86,7 @@ def score_texts(rm: ScalarHeadModel, tok: Any, prompts: list[Messages], response
                 max_length: int = 512, batch_size: int = 16) -> torch.Tensor:
     """RM scores (bias included) of prompt/response pairs, rendered like the training data and cut
     to the length the RM was trained at (``max_length`` only for an RM that does not record it)."""
-    max_length = rm.max_length or max_length
+    max_length = getattr(rm, "max_length", None) or max_length  # scripted scorers in tests have none
     out = []
     for s in range(0, len(prompts), batch_size):
         seqs = [encode_pair(tok, p, r, max_length)[0] for p, r in zip(prompts[s:s + batch_size], responses[s:s + batch_size])]
