@@ -6,6 +6,9 @@ A checkpoint folder ``<out>/checkpoints/step-N/`` holds:
 - ``state.json``: step, epoch, scheduler state, Python RNG, run config, extra trainer state,
 - ``rng.safetensors``: torch CPU (and CUDA) generator states,
 - extra tensors (e.g. EMA weights) in ``extra.safetensors``.
+
+Under ``--fsdp`` (``sharded=``, see :mod:`trainers.sharding`) the model folders and optimizer
+files are replaced by ``sharded/`` (every process writes its shards) and ``optimizer.json``.
 """
 
 from __future__ import annotations
@@ -58,21 +61,29 @@ def save_checkpoint(
     tokenizer: Any = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     keep_last: int = 2,
+    sharded: Any = None,
 ) -> Path:
-    """Write a checkpoint (rank 0) and prune older ones, keeping ``keep_last``."""
+    """Write a checkpoint (rank 0; with ``sharded``, a :class:`trainers.sharding.ShardedState`,
+    every process writes its shards first) and prune older ones, keeping ``keep_last``."""
     path = Path(ckpt_dir) / f"step-{step:08d}"
+    tmp = path.with_name(path.name + ".tmp")
     if is_main():
-        tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+    if sharded is not None:
+        barrier()
+        sharded.save(tmp)
+        barrier()
+    if is_main():
         for name, model in models.items():
             model = getattr(model, "module", model)
             model.save_pretrained(tmp / name, safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp / name)
-        tensors, meta = _optimizer_to_files(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
+        if sharded is None:
+            tensors, meta = _optimizer_to_files(optimizer)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(meta), encoding="utf-8")
         rng = {"torch_cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -104,14 +115,20 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore optimizer, scheduler and RNG in place; return the JSON state (step, extra)."""
+def load_checkpoint(path: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    sharded: Any = None) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG in place; return the JSON state (step, extra).
+    With ``sharded`` (a :class:`trainers.sharding.ShardedState`) it restores the sharded model
+    and optimizer too (on every process)."""
     p = Path(path)
     if not (p / "state.json").is_file():
         raise TrainerError(f"not a checkpoint folder: {p}")
     state = json.loads((p / "state.json").read_text(encoding="utf-8"))
-    meta = json.loads((p / "optimizer.json").read_text(encoding="utf-8"))
-    _optimizer_from_files(optimizer, load_file(str(p / "optimizer.safetensors")), meta)
+    if sharded is not None:
+        sharded.load(p)
+    else:
+        meta = json.loads((p / "optimizer.json").read_text(encoding="utf-8"))
+        _optimizer_from_files(optimizer, load_file(str(p / "optimizer.safetensors")), meta)
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     rng = load_file(str(p / "rng.safetensors"))

@@ -59,6 +59,7 @@ class SFTConfig:
     gradient_checkpointing: bool = opt(False, help="recompute activations in the backward pass to save memory")
     dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
     compile: bool | None = opt(None, help="torch.compile each transformer block (default: on with CUDA, off on CPU; --no-compile turns it off)")
+    fsdp: bool = opt(False, help="shard parameters, gradients and optimizer state over the processes (FSDP2; launch with torchrun); checkpoints are sharded")
     seed: int = opt(0, help="random seed (data order, dropout, init of new weights)")
     skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
 
@@ -67,6 +68,9 @@ class SFTConfig:
             raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
         if not 0 <= self.residual_dropout < 1:
             raise ConfigError("residual_dropout must be in [0, 1)")
+        if self.fsdp and self.reward_model:
+            raise ConfigError("--fsdp does not support --reward-model yet (greedy validation responses "
+                              "differ in length across processes); drop one of them")
 
 @dataclass
 class RMConfig:

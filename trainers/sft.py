@@ -28,6 +28,7 @@ from trainers.configs import SFTConfig
 from trainers.data import SFTExample, parse_sft, read_file, split_train_valid
 from trainers.formatting import encode_pair
 from trainers.models import apply_residual_dropout, compile_blocks, load_causal_lm, load_tokenizer, pad_batch
+from trainers.sharding import ShardedState, fsdp_micro_batches, is_sharded, save_full_model, shard_model
 
 IGNORE = -100
 
@@ -45,6 +46,11 @@ def collate_sft(items: list[tuple[list[int], int]], pad_id: int, device: torch.d
     for row, (_, plen) in enumerate(items):
         labels[row, :plen] = IGNORE
     return ids, mask, labels
+
+
+def idle_batch(tok: Any) -> list[tuple[list[int], int]]:
+    """One pad token with no loss: a pass that only takes part in FSDP's collectives."""
+    return [([tok.pad_token_id], 1)]
 
 
 def shifted_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -67,12 +73,13 @@ def response_token_loss_sum(model: Any, ids: torch.Tensor, mask: torch.Tensor, l
 
 @torch.no_grad()
 def evaluate_loss(model: Any, items: list, pad_id: int, bs: int, device: torch.device, dtype: torch.dtype,
-                  multiple: int = 1) -> float:
-    """Token-weighted mean response loss, over all processes."""
+                  multiple: int = 1, passes: int = 0) -> float:
+    """Token-weighted mean response loss, over all processes; at least ``passes`` forward passes
+    (under FSDP every process must run as many: the missing ones are idle passes with no loss)."""
     model.eval()
     total = torch.zeros(2, device=device, dtype=torch.float64)
-    for s in range(0, len(items), bs):
-        ids, mask, labels = collate_sft(items[s:s + bs], pad_id, device, multiple)
+    for s in range(0, max(len(items), passes * bs), bs):
+        ids, mask, labels = collate_sft(items[s:s + bs] or [([pad_id], 1)], pad_id, device, multiple)
         with autocast(device, dtype):
             total[0] += response_token_loss_sum(model, ids, mask, labels).double()
         total[1] += (labels[:, 1:] != IGNORE).sum()
@@ -97,7 +104,8 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
-    model = load_causal_lm(str(resume_from / "policy") if resume_from else cfg.model,
+    # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py)
+    model = load_causal_lm(str(resume_from / "policy") if resume_from and not cfg.fsdp else cfg.model,
                            attn_implementation="sdpa" if device.type == "cuda" else None).to(device)
     apply_residual_dropout(model, cfg.residual_dropout)
     if cfg.gradient_checkpointing:
@@ -114,14 +122,15 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     # The loss stays eager: compiling it too gained ~1 MFU point in steady state on an H100 but
     # cost ~5 s more warm-up, a net loss over a 256-step run (benchmarks/README.md).
     ce = shifted_ce_sum
-    ddp = DDP(model) if world > 1 else model
+    ddp = shard_model(model, device) if cfg.fsdp else DDP(model) if world > 1 else model
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                               fused=device.type == "cuda")
+    sharded = ShardedState(model, optim) if cfg.fsdp else None  # saves/loads the sharded model and optimizer
     sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
     state: dict[str, Any] = {"best": None, "best_epoch": None}
     step = 0
     if resume_from:
-        saved = load_checkpoint(resume_from, optim, sched)
+        saved = load_checkpoint(resume_from, optim, sched, sharded)
         step, state = saved["step"], {"best": saved["best"], "best_epoch": saved["best_epoch"]}
     metrics = Metrics(out, resume=resume_from is not None)
     if resume_from:
@@ -133,6 +142,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         rm = load_scalar_model(cfg.reward_model).to(device).eval()
         rm_tok = load_tokenizer(cfg.reward_model)
     end = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    valid_passes = fsdp_micro_batches(len(valid_rows), world, cfg.micro_batch_size) if cfg.fsdp else 0
     n_tokens_seen = 0
     t0 = time.time()
     metrics.total_steps = end
@@ -147,9 +157,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         mine = sorted(shard(batch, rank, world), key=lambda it: -len(it[0]))
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+        if cfg.fsdp:  # as many passes on every process: each gathers the blocks' weights; [] = idle pass
+            micro += [[]] * (fsdp_micro_batches(len(batch), world, cfg.micro_batch_size) - len(micro))
         for mi, mb in enumerate(micro):
-            ids, mask, labels = collate_sft(mb, tok.pad_token_id, device, pad_multiple)
-            sync = world == 1 or mi == len(micro) - 1
+            ids, mask, labels = collate_sft(mb or idle_batch(tok), tok.pad_token_id, device, pad_multiple)
+            sync = world == 1 or mi == len(micro) - 1 or cfg.fsdp  # FSDP reduce-scatters every pass
             ctx = ddp.no_sync() if not sync else _null()
             with ctx, autocast(device, dtype):
                 s = response_token_loss_sum(ddp, ids, mask, labels, ce)
@@ -160,6 +172,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         if not micro and world > 1:  # an empty shard still takes part in the gradient all-reduce
             (sum(p.sum() for p in ddp.parameters()) * 0).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # a DTensor under FSDP
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
@@ -173,24 +186,25 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         epoch_end = step % steps_per_epoch == 0
         if epoch_end and valid_items is not None and valid_rows:
             vals = {"valid/loss": evaluate_loss(model, valid_items, tok.pad_token_id, cfg.micro_batch_size, device, dtype,
-                                                pad_multiple)}
+                                                pad_multiple, passes=valid_passes)}
             if rm is not None:
                 vals["valid/rm_score"] = validation_rm_score(model, tok, rm, rm_tok, valid_rows, cfg, device)
             metrics.log(step, vals)
             key = vals.get("valid/rm_score", -vals["valid/loss"])
             if state["best"] is None or key > state["best"]:
                 state = {"best": key, "best_epoch": epoch + 1}
-                if is_main():
-                    _save_model(model, tok, out / "best")
+                _save_model(model, tok, out / "best")
         if epoch_end or (cfg.save_every and step % cfg.save_every == 0) or step == end:
-            save_checkpoint(ckpt_dir, {"policy": model}, optim, sched, step,
-                            {**state, "config": cfg.__dict__}, tokenizer=tok, keep_last=cfg.keep_checkpoints)
+            save_checkpoint(ckpt_dir, {} if sharded else {"policy": model}, optim, sched, step,
+                            {**state, "config": cfg.__dict__}, tokenizer=tok, keep_last=cfg.keep_checkpoints,
+                            sharded=sharded)
     bar.close()
     final = out / "model"
-    if is_main() and step >= total_steps:
+    if step >= total_steps:
         if (out / "best").is_dir():
-            shutil.rmtree(final, ignore_errors=True)
-            shutil.copytree(out / "best", final)
+            if is_main():
+                shutil.rmtree(final, ignore_errors=True)
+                shutil.copytree(out / "best", final)
         else:
             _save_model(model, tok, final)
     result = {"steps": step, "finished": step >= total_steps, "best_epoch": state["best_epoch"],
@@ -208,6 +222,11 @@ def _null():
 
 
 def _save_model(model: Any, tok: Any, path: Path) -> None:
+    """Rank 0 writes a transformers folder; a sharded model is gathered first (every process)."""
+    if is_sharded(model):
+        return save_full_model(model, tok, path)
+    if not is_main():
+        return
     shutil.rmtree(path, ignore_errors=True)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)

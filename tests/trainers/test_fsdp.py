@@ -1,0 +1,98 @@
+"""SFT with --fsdp (FSDP2) under torchrun with 2 CPU processes (gloo).
+
+Tolerances: the sharded run sums the same fp32 terms in another order (each process's gradient,
+then a reduce-scatter average, instead of one sum), so it differs from one process only by float
+rounding, which AdamW at lr 1e-2 carries forward over the steps. Measured on this tiny model
+(6 steps): losses 5e-8 relative, weights 1.5e-5 absolute, logits 1.1e-6 absolute (logits of
+magnitude ~2). We allow rel 1e-5 on losses and 1e-4 absolute on logits (about 100x the measured
+gaps, far below what a wrong gradient scale or a missed shard would give: those change the loss
+from the second step in the second decimal). A resumed run repeats the same operations from
+state restored bit for bit, so its losses and weights must match the uninterrupted run's to 1e-6.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trainers.common import metric_series, read_metrics
+from trainers.sft import SFTConfig, train_sft
+
+from conftest import sft_rows, write_jsonl
+
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+ARGS = dict(epochs=2, batch_size=8, micro_batch_size=2, lr=1e-2, valid_fraction=0.2, seed=3)
+
+
+def _fsdp_sft(tiny_dir: Path, data: Path, out: Path, *extra: str) -> None:
+    flags = [x for k, v in ARGS.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRAINERS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "trainers", "sft", "--fsdp",
+                        "--model", str(tiny_dir), "--data", str(data), "--out", str(out), *flags, *extra],
+                       capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def _series(out: Path, name: str = "train/loss") -> list[float]:
+    return [v for _, v in metric_series(read_metrics(out), name)]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dir, tmp_path_factory):
+    """One process without FSDP, and two processes with --fsdp, on the same data and seed."""
+    root = tmp_path_factory.mktemp("fsdp")
+    data = write_jsonl(root / "sft.jsonl", sft_rows(26))  # 21 training rows, 5 validation rows
+    train_sft(SFTConfig(model=str(tiny_dir), data=str(data), out=str(root / "one"), **ARGS))
+    _fsdp_sft(tiny_dir, data, root / "fsdp")
+    return root, data
+
+
+@pytest.mark.slow
+def test_fsdp_losses_match_one_process(runs):
+    root, _ = runs
+    one, two = _series(root / "one"), _series(root / "fsdp")
+    # batches of 8, 8 and 5 rows, 2 epochs: the batch of 5 splits 2/3 over the processes, and the
+    # 5 validation rows 2/3, so one process runs an idle pass to match the other's collectives
+    assert len(one) == len(two) == 6
+    assert two == pytest.approx(one, rel=1e-5)
+    assert _series(root / "fsdp", "valid/loss") == pytest.approx(_series(root / "one", "valid/loss"), rel=1e-5)
+    ckpt = root / "fsdp" / "checkpoints" / "step-00000006"
+    assert sorted(p.name for p in (ckpt / "sharded").iterdir()) == [  # one safetensors file per process
+        "shard-00001-model-00001-of-00001.safetensors", "shard-00002-model-00001-of-00001.safetensors"]
+
+
+@pytest.mark.slow
+def test_fsdp_final_model_loads_with_from_pretrained(runs):
+    from transformers import AutoModelForCausalLM
+
+    root, _ = runs
+    config = json.loads((root / "fsdp" / "model" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    sharded = AutoModelForCausalLM.from_pretrained(root / "fsdp" / "model").eval()
+    single = AutoModelForCausalLM.from_pretrained(root / "one" / "model").eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
+    with torch.no_grad():
+        a, b = sharded(input_ids=ids).logits, single(input_ids=ids).logits
+    assert torch.allclose(a, b, rtol=0, atol=1e-4), (a - b).abs().max()
+    assert (root / "fsdp" / "model" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_resumes_to_the_same_weights(runs, tiny_dir, tmp_path):
+    root, data = runs
+    out = tmp_path / "resumed"
+    _fsdp_sft(tiny_dir, data, out, "--max-steps", "4")  # stops mid-epoch 2, checkpoint at step 4
+    assert not (out / "model").exists()
+    _fsdp_sft(tiny_dir, data, out)  # resumes from checkpoints/step-00000004
+    assert _series(out) == pytest.approx(_series(root / "fsdp"), rel=1e-6)
+    resumed = load_file(str(out / "model" / "model.safetensors"))
+    straight = load_file(str(root / "fsdp" / "model" / "model.safetensors"))
+    assert resumed.keys() == straight.keys()
+    for name in straight:
+        assert torch.allclose(resumed[name], straight[name], rtol=0, atol=1e-6), name
