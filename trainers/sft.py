@@ -28,7 +28,9 @@ from trainers.configs import SFTConfig
 from trainers.data import SFTExample, parse_sft, read_file, split_train_valid
 from trainers.formatting import encode_pair
 from trainers.models import apply_residual_dropout, compile_blocks, load_causal_lm, load_tokenizer, pad_batch
-from trainers.sharding import ShardedState, fsdp_micro_batches, is_sharded, save_full_model, shard_model
+from trainers.sharding import (
+    ShardedState, check_resume, fsdp_micro_batches, is_sharded, save_full_model, shard_model,
+)
 
 IGNORE = -100
 
@@ -104,6 +106,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
+    check_resume(resume_from, cfg.fsdp)
     # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py)
     model = load_causal_lm(str(resume_from / "policy") if resume_from and not cfg.fsdp else cfg.model,
                            attn_implementation="sdpa" if device.type == "cuda" else None).to(device)

@@ -69,6 +69,13 @@ def fsdp_micro_batches(batch_len: int, world: int, micro_batch_size: int) -> int
     return -(-largest // micro_batch_size)
 
 
+def check_resume(checkpoint: Path | None, fsdp: bool) -> None:
+    """Refuse to resume an --fsdp checkpoint without --fsdp (it holds no model folder)."""
+    if checkpoint is not None and not fsdp and (checkpoint / "sharded").is_dir():
+        raise TrainerError(f"{checkpoint} was written by an --fsdp run: resume it with --fsdp "
+                           "(on any number of processes), or start a new run folder")
+
+
 def save_full_model(model: nn.Module, tok: Any, path: Path) -> None:
     """Gather the full weights on rank 0 and save an ordinary transformers folder (collective)."""
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from trainers.common import metric_series, read_metrics
+from trainers.errors import TrainerError
 from trainers.sft import SFTConfig, train_sft
 
 from conftest import sft_rows, write_jsonl
@@ -30,10 +31,10 @@ TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torch
 ARGS = dict(epochs=2, batch_size=8, micro_batch_size=2, lr=1e-2, valid_fraction=0.2, seed=3)
 
 
-def _fsdp_sft(tiny_dir: Path, data: Path, out: Path, *extra: str) -> None:
+def _fsdp_sft(tiny_dir: Path, data: Path, out: Path, *extra: str, procs: int = 2) -> None:
     flags = [x for k, v in ARGS.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRAINERS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "trainers", "sft", "--fsdp",
+    r = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", str(procs), "-m", "trainers", "sft", "--fsdp",
                         "--model", str(tiny_dir), "--data", str(data), "--out", str(out), *flags, *extra],
                        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -83,16 +84,47 @@ def test_fsdp_final_model_loads_with_from_pretrained(runs):
     assert (root / "fsdp" / "model" / "tokenizer.json").is_file()
 
 
-@pytest.mark.slow
-def test_fsdp_checkpoint_resumes_to_the_same_weights(runs, tiny_dir, tmp_path):
+@pytest.fixture(scope="module")
+def stopped(runs, tiny_dir):
+    """An --fsdp run stopped by --max-steps 4 (mid-epoch 2): its last checkpoint is step 4."""
     root, data = runs
-    out = tmp_path / "resumed"
-    _fsdp_sft(tiny_dir, data, out, "--max-steps", "4")  # stops mid-epoch 2, checkpoint at step 4
-    assert not (out / "model").exists()
+    _fsdp_sft(tiny_dir, data, root / "stopped", "--max-steps", "4")
+    assert not (root / "stopped" / "model").exists()
+    return root / "stopped"
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_resumes_to_the_same_weights(runs, stopped, tiny_dir, tmp_path):
+    root, data = runs
+    out = shutil.copytree(stopped, tmp_path / "resumed")
     _fsdp_sft(tiny_dir, data, out)  # resumes from checkpoints/step-00000004
     assert _series(out) == pytest.approx(_series(root / "fsdp"), rel=1e-6)
-    resumed = load_file(str(out / "model" / "model.safetensors"))
-    straight = load_file(str(root / "fsdp" / "model" / "model.safetensors"))
+    straight, resumed = _weights(root / "fsdp"), _weights(out)
     assert resumed.keys() == straight.keys()
     for name in straight:
         assert torch.allclose(resumed[name], straight[name], rtol=0, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_resumes_on_another_number_of_processes(runs, stopped, tiny_dir, tmp_path):
+    root, data = runs
+    out = shutil.copytree(stopped, tmp_path / "resharded")
+    # DCP reshards the 2-process checkpoint over 3 processes; the last two steps then sum their
+    # gradients in another order (measured: 1.2e-7 on the weights), hence 1e-5 here
+    _fsdp_sft(tiny_dir, data, out, procs=3)
+    assert _series(out) == pytest.approx(_series(root / "fsdp"), rel=1e-5)
+    straight, resharded = _weights(root / "fsdp"), _weights(out)
+    for name in straight:
+        assert torch.allclose(resharded[name], straight[name], rtol=0, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_without_fsdp_is_refused_clearly(runs, tiny_dir, tmp_path):
+    root, data = runs
+    shutil.copytree(root / "fsdp" / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(TrainerError, match="written by an --fsdp run: resume it with --fsdp"):
+        train_sft(SFTConfig(model=str(tiny_dir), data=str(data), out=str(tmp_path), **ARGS))
