@@ -96,6 +96,7 @@ class RMConfig:
     resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
     dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
     compile: bool = opt(False, help="torch.compile the model (faster steps on GPU after a compile warm-up)")
+    fsdp: bool = opt(False, help="shard parameters, gradients and optimizer state over the processes (FSDP2; launch with torchrun); checkpoints are sharded")
     seed: int = opt(0, help="random seed")
     skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
 

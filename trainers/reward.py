@@ -34,6 +34,9 @@ from trainers.data import (
 from trainers.formatting import encode_pair
 from trainers.losses import kwise_loss, pairwise_correct
 from trainers.models import ScalarHeadModel, load_scalar_model, load_tokenizer, pad_batch
+from trainers.sharding import (
+    ShardedState, check_resume, fsdp_micro_batches, is_sharded, save_full_model, shard_model,
+)
 
 
 @dataclass
@@ -45,6 +48,11 @@ class EncodedGroup:
 def encode_groups(tok: Any, groups: list[RankGroup], max_length: int) -> list[EncodedGroup]:
     return [EncodedGroup([encode_pair(tok, g.prompt, c, max_length)[0] for c in g.completions], g.pairs)
             for g in groups]
+
+
+def idle_group(pad_id: int) -> EncodedGroup:
+    """One pad token and no pair: a pass that only takes part in FSDP's collectives."""
+    return EncodedGroup([[pad_id]], [])
 
 
 def collate_groups(groups: list[EncodedGroup], pad_id: int, device: torch.device):
@@ -63,18 +71,20 @@ def collate_groups(groups: list[EncodedGroup], pad_id: int, device: torch.device
 
 
 @torch.no_grad()
-def evaluate(model: Any, groups: list[EncodedGroup], pad_id: int, bs: int, device, dtype) -> dict[str, float]:
-    """Held-out pairwise accuracy and mean group loss, over all processes."""
+def evaluate(model: Any, groups: list[EncodedGroup], pad_id: int, bs: int, device, dtype,
+             passes: int = 0) -> dict[str, float]:
+    """Held-out pairwise accuracy and mean group loss, over all processes; at least ``passes``
+    forward passes (under FSDP every process runs as many: the missing ones are idle passes)."""
     model.eval()
     acc = torch.zeros(4, device=device, dtype=torch.float64)  # correct, pairs, loss sum, groups
-    for s in range(0, len(groups), bs):
+    for s in range(0, max(len(groups), passes * bs), bs):
         chunk = groups[s:s + bs]
-        ids, mask, w, l, g = collate_groups(chunk, pad_id, device)
+        ids, mask, w, l, g = collate_groups(chunk or [idle_group(pad_id)], pad_id, device)
         with autocast(device, dtype):
             scores = model(ids, mask)
         acc[0] += pairwise_correct(scores, w, l).sum().double()
         acc[1] += len(w)
-        acc[2] += kwise_loss(scores, w, l, g, len(chunk)).sum().double()
+        acc[2] += kwise_loss(scores, w, l, g, max(1, len(chunk))).sum().double()
         acc[3] += len(chunk)
     acc = all_reduce_sum(acc)
     model.train()
@@ -141,7 +151,10 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
-    model = load_scalar_model(str(resume_from / "rm") if resume_from else cfg.model, dropout=cfg.dropout).to(device)
+    check_resume(resume_from, cfg.fsdp)
+    # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py)
+    model = load_scalar_model(str(resume_from / "rm") if resume_from and not cfg.fsdp else cfg.model,
+                              dropout=cfg.dropout).to(device)
     model.set_bias(0.0)
     model.set_max_length(cfg.max_length)
     model.train()
@@ -149,18 +162,20 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     valid_enc = shard(encode_groups(tok, valid_groups, cfg.max_length), rank, world)
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    ddp = DDP(model) if world > 1 else model
+    ddp = shard_model(model, device) if cfg.fsdp else DDP(model) if world > 1 else model
     if cfg.compile:
         ddp = torch.compile(ddp)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    sharded = ShardedState(model, optim) if cfg.fsdp else None  # saves/loads the sharded model and optimizer
     sched = torch.optim.lr_scheduler.LambdaLR(optim, cosine_lr_lambda(total_steps, cfg.warmup_steps, cfg.final_lr_ratio))
     step = 0
     if resume_from:
-        step = load_checkpoint(resume_from, optim, sched)["step"]
+        step = load_checkpoint(resume_from, optim, sched, sharded)["step"]
     metrics = Metrics(out, resume=resume_from is not None)
     if resume_from:
         metrics.truncate_after(step)
     end = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+    valid_passes = fsdp_micro_batches(len(valid_groups), world, cfg.micro_batch_size) if cfg.fsdp else 0
     t0, n_tokens, n_pairs = time.time(), 0, 0
     metrics.total_steps = end
     bar = progress(end, "rm", initial=step)
@@ -172,21 +187,24 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         batch = [train_enc[i] for i in order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]]
         mine = shard(batch, rank, world)
         micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+        if cfg.fsdp:  # as many passes on every process: each gathers the blocks' weights; [] = idle pass
+            micro += [[]] * (fsdp_micro_batches(len(batch), world, cfg.micro_batch_size) - len(micro))
         stats = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, pairs
         for mi, mb in enumerate(micro):
-            ids, mask, w, l, g = collate_groups(mb, tok.pad_token_id, device)
-            ctx = ddp.no_sync() if world > 1 and mi < len(micro) - 1 else _null()
+            ids, mask, w, l, g = collate_groups(mb or [idle_group(tok.pad_token_id)], tok.pad_token_id, device)
+            ctx = ddp.no_sync() if world > 1 and mi < len(micro) - 1 and not cfg.fsdp else _null()
             with ctx, autocast(device, dtype):
                 scores = ddp(ids, mask)
-                group_loss = kwise_loss(scores, w, l, g, len(mb))
+                group_loss = kwise_loss(scores, w, l, g, max(1, len(mb)))
                 (group_loss.sum() * world / len(batch)).backward()
             stats += torch.stack([group_loss.sum().detach().double(), pairwise_correct(scores.detach(), w, l).sum().double(),
                                   torch.tensor(float(len(w)), device=device, dtype=torch.float64)])
-            n_tokens += int(mask.sum()) * world
+            n_tokens += int(mask.sum()) * world if mb else 0
             n_pairs += len(w) * world
         if not micro and world > 1:
             (sum(p.sum() for p in ddp.parameters()) * 0).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # a DTensor under FSDP
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
@@ -201,11 +219,11 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
         if valid_groups and (step % steps_per_epoch == 0 or (cfg.eval_every and step % cfg.eval_every == 0) or step == end):
-            last_eval = evaluate(model, valid_enc, tok.pad_token_id, cfg.micro_batch_size, device, dtype)
+            last_eval = evaluate(model, valid_enc, tok.pad_token_id, cfg.micro_batch_size, device, dtype, valid_passes)
             metrics.log(step, last_eval)
         if step % steps_per_epoch == 0 or step == end:
-            save_checkpoint(ckpt_dir, {"rm": model}, optim, sched, step, {"config": cfg.__dict__},
-                            tokenizer=tok, keep_last=cfg.keep_checkpoints)
+            save_checkpoint(ckpt_dir, {} if sharded else {"rm": model}, optim, sched, step, {"config": cfg.__dict__},
+                            tokenizer=tok, keep_last=cfg.keep_checkpoints, sharded=sharded)
     bar.close()
     result: dict[str, Any] = {"steps": step, "finished": step >= total_steps, "input": report.summary(),
                               "train_groups": len(train_groups), "valid_groups": len(valid_groups),
@@ -215,12 +233,14 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         norm = normalise_bias(model, tok, cfg, train_groups, device)
         result.update(norm)
         metrics.log(step, {"rm/bias": norm["bias"]})
-        if is_main():
-            final = out / "model"
+        final = out / "model"
+        result["model"] = str(final)
+        if is_sharded(model):
+            save_full_model(model, tok, final)  # gathered on rank 0 (every process takes part)
+        elif is_main():
             shutil.rmtree(final, ignore_errors=True)
             model.save_pretrained(final, safe_serialization=True)
             tok.save_pretrained(final)
-            result["model"] = str(final)
     if is_main():
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

@@ -37,8 +37,9 @@ from trainers.errors import TrainerError
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The modules named in the model's ``_no_split_modules`` (its decoder layers)."""
-    names = set(getattr(model, "_no_split_modules", None) or [])
+    """The modules named in ``_no_split_modules`` of the model or its transformers model (a
+    :class:`trainers.models.ScalarHeadModel` wraps one): its decoder / encoder layers."""
+    names = {n for m in model.modules() for n in (getattr(m, "_no_split_modules", None) or [])}
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks:
         raise TrainerError(f"--fsdp: no transformer blocks found in {type(model).__name__} "
@@ -51,7 +52,7 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
     if not dist.is_initialized():
         raise TrainerError("--fsdp needs several processes: launch with torchrun --nproc-per-node N")
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    model._fsdp_architecture = type(model).__name__  # fully_shard swaps the class for FSDP<name>
+    model._fsdp_architecture = type(model).__name__  # fully_shard swaps the root's class for FSDP<name>
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
@@ -80,9 +81,11 @@ def save_full_model(model: nn.Module, tok: Any, path: Path) -> None:
     """Gather the full weights on rank 0 and save an ordinary transformers folder (collective)."""
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main():
+        hf = getattr(model, "hf", model)  # a ScalarHeadModel saves its transformers model
+        prefix = "hf." if hf is not model else ""
         shutil.rmtree(path, ignore_errors=True)
-        model.save_pretrained(path, state_dict=sd, safe_serialization=True)
-        arch = getattr(model, "_fsdp_architecture", None)
+        hf.save_pretrained(path, state_dict={k[len(prefix):]: v for k, v in sd.items()}, safe_serialization=True)
+        arch = getattr(model, "_fsdp_architecture", None) if hf is model else None
         if arch:  # save_pretrained records the class name, here FSDP<name>
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
             config["architectures"] = [arch]
