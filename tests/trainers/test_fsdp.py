@@ -178,3 +178,10 @@ def test_fsdp_rm_checkpoint_resumes_to_the_same_weights(rm_runs, tiny_dir, tmp_p
     assert resumed.keys() == straight.keys()
     for name in straight:
         assert torch.allclose(resumed[name], straight[name], rtol=0, atol=1e-6), name
+
+
+def test_fsdp_in_one_process_says_how_to_launch(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(10))
+    with pytest.raises(TrainerError, match="--fsdp needs several processes: launch with torchrun"):
+        train_sft(SFTConfig(model=str(tiny_dir), data=str(data), out=str(tmp_path / "run"), fsdp=True, epochs=1))
+    assert not (tmp_path / "run" / "checkpoints").exists()
