@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,8 @@ def load_checkpoint(path: str | Path, optimizer: torch.optim.Optimizer, schedule
             torch.cuda.set_rng_state_all(cuda)
     a, b, c = state["python_rng"]
     random.setstate((a, tuple(b), c))
+    if is_main():  # the run's log says where an attempt went on from
+        print(f"resuming from checkpoint {p.name} (step {state['step']})", file=sys.stderr, flush=True)
     return state
 
 
