@@ -50,6 +50,14 @@ def encode_groups(tok: Any, groups: list[RankGroup], max_length: int) -> list[En
             for g in groups]
 
 
+def length_sorted_micro_batches(groups: list[EncodedGroup], size: int) -> list[list[EncodedGroup]]:
+    """A step's groups in micro-batches of at most ``size``, longest first, so that each pass pads to
+    lengths close to its own instead of the step's longest sequence. The step's gradient is a sum
+    over groups, so which pass a group falls in does not change it (only float summation order)."""
+    ordered = sorted(groups, key=lambda g: -max(len(s) for s in g.seqs))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
 def idle_group(pad_id: int) -> EncodedGroup:
     """One pad token and no pair: a pass that only takes part in FSDP's collectives."""
     return EncodedGroup([[pad_id]], [])
@@ -186,7 +194,7 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         pos = step % steps_per_epoch
         batch = [train_enc[i] for i in order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]]
         mine = shard(batch, rank, world)
-        micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+        micro = length_sorted_micro_batches(mine, cfg.micro_batch_size)
         if cfg.fsdp:  # as many passes on every process: each gathers the blocks' weights; [] = idle pass
             micro += [[]] * (fsdp_micro_batches(len(batch), world, cfg.micro_batch_size) - len(micro))
         stats = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, pairs

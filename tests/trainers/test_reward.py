@@ -12,7 +12,9 @@ from trainers.data import group_preferences, parse_preference
 from trainers.formatting import encode_pair
 from trainers.losses import kwise_loss
 from trainers.models import load_scalar_model, load_tokenizer, pad_batch
-from trainers.reward import RMConfig, collate_groups, encode_groups, score_texts, train_rm
+from trainers.reward import (
+    RMConfig, collate_groups, encode_groups, length_sorted_micro_batches, score_texts, train_rm,
+)
 
 from conftest import hidden_rule_score, pairwise_from_rankings, ranking_rows, sft_rows, write_jsonl
 
@@ -60,6 +62,31 @@ def test_kwise_grouping_equals_explicit_pairwise_expansion_in_loss_and_gradient(
     assert float(grouped.detach()) == pytest.approx(float(expanded.detach()), rel=1e-5)
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.allclose(pa.grad, pb.grad, atol=1e-6, rtol=1e-4), name
+
+
+def test_micro_batches_are_length_sorted_without_losing_or_repeating_a_group(tiny_dir):
+    tok = load_tokenizer(str(tiny_dir))
+    groups = encode_groups(tok, group_preferences([parse_preference(r) for r in ranking_rows(24, 2, seed=4)]), 128)
+    micro = length_sorted_micro_batches(groups, 5)
+    assert [len(m) for m in micro] == [5, 5, 5, 5, 4]
+    assert sorted(id(g) for m in micro for g in m) == sorted(id(g) for g in groups)
+
+    def padded_tokens(passes):  # what the forward passes compute: every sequence padded to its pass's longest
+        return sum(len(m) * 2 * max(len(s) for g in m for s in g.seqs) for m in passes)
+
+    unsorted = [groups[i:i + 5] for i in range(0, len(groups), 5)]
+    assert padded_tokens(micro) < padded_tokens(unsorted)
+
+
+def test_length_sorted_passes_give_the_same_model_as_one_pass_per_step(tiny_dir, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", ranking_rows(24, k=3, seed=5))
+    common = dict(model=str(tiny_dir), data=str(data), epochs=1, batch_size=8, lr=3e-3, valid_fraction=0.0, seed=0)
+    one = train_rm(RMConfig(out=str(tmp_path / "one"), micro_batch_size=8, **common))
+    sorted_passes = train_rm(RMConfig(out=str(tmp_path / "sorted"), micro_batch_size=2, **common))
+    a = load_scalar_model(one["model"]).state_dict()
+    b = load_scalar_model(sorted_passes["model"]).state_dict()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
 
 
 def test_learns_a_hidden_ranking_rule_with_high_heldout_accuracy(tiny_dir, tmp_path):
