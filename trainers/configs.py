@@ -14,6 +14,17 @@ from pathlib import PurePath
 from trainers.config import opt
 from trainers.errors import ConfigError
 
+ENGINES = ("transformers", "vllm")
+
+
+def check_engine_option(engine: str, gpu_memory_utilization: float) -> None:
+    """The value check (anywhere, the web app included); whether vllm can run is checked where the run starts."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ConfigError("vllm_gpu_memory_utilization must be in (0, 1]")
+
+
 @dataclass
 class TinyConfig:
     out: str = opt(help="output folder for the model and tokenizer")
@@ -137,6 +148,8 @@ class PPOConfig:
     max_new_tokens: int = opt(64, help="response length limit; a response cut here has no EOS")
     max_prompt_length: int = opt(256, help="prompts are cut from the left to this many tokens")
     missing_eos_penalty: float | None = opt(None, help="subtract this from the score of a response without EOS (default: score it as is)")
+    engine: str = opt("transformers", help="who samples the responses: transformers (generate(); default, CPU and GPU) or vllm (needs the vllm extra and a CUDA GPU); with vllm the policy's weights are pushed into it before each rollout, log-probs are still computed by the policy")
+    vllm_gpu_memory_utilization: float = opt(0.3, help="share of the GPU's memory the vLLM engine may take (weights + KV cache), beside the four PPO models on the same GPU; only with --engine vllm")
     ema_decay: float = opt(0.0, help="EMA of the policy weights, saved as the final model (0 = off; paper 0.992)")
     valid_fraction: float = opt(0.0, help="share of prompts held out for eval/reward when no split is given")
     eval_every: int = opt(0, help="evaluate held-out reward and pretraining loss every N iterations (0 = start and end)")
@@ -153,6 +166,7 @@ class PPOConfig:
             raise ConfigError("ptx_coef > 0 needs --pretrain-data (or set --ptx-coef 0 for plain PPO)")
         if self.rollout_batch_size % self.minibatch_size:
             raise ConfigError("rollout_batch_size must be a multiple of minibatch_size")
+        check_engine_option(self.engine, self.vllm_gpu_memory_utilization)
 
 @dataclass
 class GenerateConfig:
@@ -168,6 +182,8 @@ class GenerateConfig:
     seed: int = opt(0, help="random seed")
     dtype: str = opt("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
     skip_bad_rows: bool = opt(False, help="skip malformed prompt rows (counted) instead of stopping")
+    engine: str = opt("transformers", help="who samples the responses: transformers (generate(); default, CPU and GPU) or vllm (needs the vllm extra and a CUDA GPU)")
+    vllm_gpu_memory_utilization: float = opt(0.9, help="share of the GPU's memory the vLLM engine may take (weights + KV cache); only with --engine vllm")
 
     def models(self) -> list[str]:
         """The model folders / hub names of ``model``, in order."""
@@ -182,6 +198,7 @@ class GenerateConfig:
     def validate(self) -> None:
         if self.k < 1:
             raise ConfigError("k must be at least 1")
+        check_engine_option(self.engine, self.vllm_gpu_memory_utilization)
         if not self.out.endswith((".jsonl", ".jsonl.gz")):
             raise ConfigError("--out must end with .jsonl or .jsonl.gz")
         models = self.models()

@@ -3,7 +3,9 @@ completions file the app imports (and a metrics.jsonl progress stream beside it)
 
 Sampling is plain temperature sampling (no top-k, no top-p) so that PPO can recompute the
 same log-probabilities; generation stops at EOS, and a response that reaches
-``max_new_tokens`` without EOS is reported as such (``has_eos``).
+``max_new_tokens`` without EOS is reported as such (``has_eos``). ``--engine`` picks who samples:
+transformers' ``generate`` (default) or vLLM where it is installed and a GPU is present
+(trainers/engines.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,45 +21,10 @@ import torch
 
 from trainers.common import Metrics, init_distributed, is_main, progress, resolve_dtype, set_seed
 from trainers.configs import GenerateConfig
-from trainers.data import Messages, PromptExample, parse_prompt, read_file
+from trainers.data import PromptExample, parse_prompt, read_file
+from trainers.engines import Sample, check_engine, make_engine, sample_responses  # noqa: F401 (re-exported)
 from trainers.errors import ConfigError
-from trainers.formatting import encode_prompt
-from trainers.losses import response_mask
-from trainers.models import load_causal_lm, load_tokenizer, pad_batch
-
-
-@dataclass
-class Sample:
-    prompt_ids: list[int]
-    response_ids: list[int]  # up to and including the first EOS
-    has_eos: bool
-
-
-@torch.no_grad()
-def sample_responses(
-    model: Any, tokenizer: Any, prompts: list[Messages], max_new_tokens: int, temperature: float,
-    device: torch.device, max_prompt_length: int = 512,
-) -> list[Sample]:
-    """One sampled response per prompt (temperature 0 = greedy)."""
-    model = getattr(model, "module", model)
-    was_training = model.training
-    model.eval()
-    enc = [encode_prompt(tokenizer, m)[-max_prompt_length:] for m in prompts]
-    ids, mask = pad_batch(enc, tokenizer.pad_token_id, side="left", device=device)
-    kw: dict[str, Any] = {"do_sample": False} if temperature <= 0 else {
-        "do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-    out = model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kw,
-    )
-    resp = out[:, ids.shape[1]:]
-    rmask, has_eos = response_mask(resp, tokenizer.eos_token_id)
-    model.train(was_training)
-    samples = []
-    for i in range(len(prompts)):
-        n = int(rmask[i].sum())
-        samples.append(Sample(enc[i], resp[i, :n].tolist(), bool(has_eos[i])))
-    return samples
+from trainers.models import load_causal_lm, load_tokenizer
 
 
 def decode_response(tokenizer: Any, ids: list[int]) -> str:
@@ -72,6 +39,7 @@ def generate_completions(cfg: GenerateConfig) -> dict[str, Any]:
     batch, with a ``progress`` row (0..1) for the app's worker.
     """
     cfg.validate()  # a config built directly (not by build_config) is checked too
+    check_engine(cfg.engine)  # vllm without vllm or a GPU: say so before anything is loaded or written
     _, _, device = init_distributed()
     set_seed(cfg.seed)
     prompts, report = read_file(cfg.prompts, parse_prompt, cfg.skip_bad_rows)
@@ -79,7 +47,7 @@ def generate_completions(cfg: GenerateConfig) -> dict[str, Any]:
     toks = [load_tokenizer(m) for m in models]  # small; a missing model fails before anything is written
     dtype = resolve_dtype(cfg.dtype, device)
     settings = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
-                "top_k": None, "top_p": None}
+                "top_k": None, "top_p": None, "engine": cfg.engine}
     jobs: list[PromptExample] = [p for p in prompts for _ in range(cfg.k)]
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,14 +66,18 @@ def generate_completions(cfg: GenerateConfig) -> dict[str, Any]:
     with opener(out, "wt", encoding="utf-8") as fh, progress(total, "generate") as bar:
         for path, name, tok in zip(models, names, toks):
             set_seed(cfg.seed)
-            model = load_causal_lm(path, dtype).to(device)
+            model = load_causal_lm(path, dtype).to(device) if cfg.engine == "transformers" else None
+            engine = make_engine(cfg.engine, model=model, model_path=path, tokenizer=tok, device=device, dtype=dtype,
+                                 batch_size=cfg.batch_size, seed=cfg.seed,
+                                 max_model_len=cfg.max_prompt_length + cfg.max_new_tokens,
+                                 gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
             if len(models) > 1:
                 bar.set_description(f"generate {name}")
             m_eos = 0
             for start in range(0, len(jobs), cfg.batch_size):
                 batch = jobs[start:start + cfg.batch_size]
-                samples = sample_responses(model, tok, [p.messages for p in batch], cfg.max_new_tokens,
-                                           cfg.temperature, device, cfg.max_prompt_length)
+                samples = engine.sample([p.messages for p in batch], cfg.max_new_tokens, cfg.temperature,
+                                        cfg.max_prompt_length)
                 for p, s in zip(batch, samples):
                     row: dict[str, Any] = {"prompt": p.text, "completion": decode_response(tok, s.response_ids),
                                            "model": name, "settings": {**settings, "finished": s.has_eos}}
@@ -118,7 +90,8 @@ def generate_completions(cfg: GenerateConfig) -> dict[str, Any]:
                 bar.update(len(batch))
             n_eos += m_eos
             per_model.append({"model": path, "name": name, "rows": len(jobs), "finished_with_eos": m_eos})
-            del model  # free it before the next one is loaded
+            engine.close()  # free it before the next one is loaded
+            del model, engine
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -26,6 +26,7 @@ from trainers.common import (
 from trainers.config import write_config
 from trainers.configs import PPOConfig
 from trainers.data import parse_prompt, read_file, read_pretrain, split_train_valid
+from trainers.engines import check_engine, make_engine
 from trainers.errors import ConfigError, DataError
 from trainers.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from trainers.models import load_causal_lm, load_scalar_model, load_tokenizer, pad_batch
@@ -103,6 +104,7 @@ def hold_out_documents(docs: list[list[int]], n: int) -> tuple[list[list[int]], 
 def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     """Run PPO-ptx. ``reward_fn(prompts, responses) -> scores`` replaces the RM (scripted rewards)."""
     rank, world, device = init_distributed()
+    check_engine(cfg.engine)  # --engine vllm without vllm or a GPU: say so before anything is loaded
     set_seed(cfg.seed)
     out = Path(cfg.out)
     prompts, report = read_file(cfg.prompts, parse_prompt, cfg.skip_bad_rows)
@@ -144,16 +146,22 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     if resume_from:
         metrics.truncate_after(step)
     ac = lambda: autocast(device, dtype)  # noqa: E731
+    # who samples the rollouts (trainers/engines.py); vLLM gets the policy's weights before each rollout
+    engine = make_engine(cfg.engine, model=policy, model_path=cfg.policy, tokenizer=tok, device=device, dtype=dtype,
+                         batch_size=cfg.generation_batch_size, seed=cfg.seed + rank, autocast_ctx=ac,
+                         max_model_len=cfg.max_prompt_length + cfg.max_new_tokens,
+                         gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
     n_mb = cfg.rollout_batch_size // cfg.minibatch_size
     end = min(cfg.steps, cfg.max_steps) if cfg.max_steps else cfg.steps
 
     def evaluate(at: int) -> None:
         vals: dict[str, float] = {}
         if valid_p:
+            engine.load_weights(policy)
             mine = shard(valid_p, rank, world)
             if mine:
                 r, _ = make_rollout(policy, ref, value, tok, [p.messages for p in mine], [p.text for p in mine],
-                                    score_fn, cfg, device, ac)
+                                    score_fn, cfg, device, ac, engine)
                 s = r.scores.double().sum()
                 kl = ((r.logprobs - r.ref_logprobs) * r.rmask).sum(-1).double().sum()
             else:
@@ -179,8 +187,9 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
         idx = [order[(pos * cfg.rollout_batch_size + j) % len(order)] for j in range(cfg.rollout_batch_size)]
         batch_p = shard([train_p[i] for i in idx], rank, world)
         t0 = time.time()
+        engine.load_weights(policy)  # the weight push counts as generation time
         r, _ = make_rollout(policy, ref, value, tok, [p.messages for p in batch_p], [p.text for p in batch_p],
-                            score_fn, cfg, device, ac)
+                            score_fn, cfg, device, ac, engine)
         r = add_advantages(r, cfg.kl_coef, cfg.gamma, cfg.lam)
         t_gen = time.time() - t0
         # --- update

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import torch
 
 from trainers.data import Messages
-from trainers.generate import Sample, decode_response, sample_responses
+from trainers.engines import Sample, TransformersEngine
+from trainers.generate import decode_response
 from trainers.losses import (
     entropy_from_logits, gae, last_token_index, logprobs_from_logits, masked_mean, position_ids_from_mask,
     token_rewards, whiten,
@@ -77,13 +78,13 @@ def value_forward(value_model: Any, ids: torch.Tensor, mask: torch.Tensor, width
 def make_rollout(
     policy: Any, ref: Any, value_model: Any, tok: Any, prompts: list[Messages], prompt_texts: list[str],
     score_fn: Callable[[list[Messages], list[str], list[str]], torch.Tensor], cfg: Any, device: torch.device,
-    autocast_ctx: Callable[[], Any],
+    autocast_ctx: Callable[[], Any], engine: Any = None,
 ) -> tuple[Rollout, list[str]]:
-    samples: list[Sample] = []
-    for s in range(0, len(prompts), cfg.generation_batch_size):
-        with autocast_ctx():
-            samples += sample_responses(policy, tok, prompts[s:s + cfg.generation_batch_size], cfg.max_new_tokens,
-                                        cfg.temperature, device, cfg.max_prompt_length)
+    """Sample with ``engine`` (default: transformers' generate on ``policy``; trainers/engines.py), then
+    recompute every log-prob, reference log-prob and value with the training models, whatever sampled."""
+    if engine is None:
+        engine = TransformersEngine(policy, tok, device, cfg.generation_batch_size, autocast_ctx)
+    samples: list[Sample] = engine.sample(prompts, cfg.max_new_tokens, cfg.temperature, cfg.max_prompt_length)
     texts = [decode_response(tok, x.response_ids) for x in samples]
     ids, mask, width, rmask = build_batch(samples, tok.pad_token_id, device)
     was = getattr(policy, "training", True)
