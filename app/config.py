@@ -74,6 +74,27 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # Workers: how a claimed run's trainer is started (docs/cluster.md). `rlhf worker --launcher` overrides.
+    launcher: Literal["local", "slurm"] = Field(
+        "local", description="'local': torchrun on the worker's host (single-node runs); 'slurm': the worker submits "
+        "each run as a Slurm job (srun + torchrun on every node) and watches it; the artifact folder must be shared")
+    slurm_partition: str | None = Field(None, description="sbatch --partition for the runs' jobs (default: the cluster's)")
+    slurm_account: str | None = Field(None, description="sbatch --account to charge the runs' jobs to")
+    slurm_time: str | None = Field(None, description="sbatch --time, e.g. 2-00:00:00 (a job that runs out of time is "
+                                   "requeued by the worker and resumes from its last checkpoint)")
+    slurm_request_gpus: bool = Field(
+        True, description="Ask Slurm for the run's GPUs (--gpus-per-node); false on CPU-only clusters, where "
+        "gpus_per_node only sets the processes per node")
+    slurm_cpus_per_task: int | None = Field(None, ge=1, description="sbatch --cpus-per-task (one task per node runs torchrun)")
+    slurm_sbatch_args: str = Field("", description="More sbatch options for every job, as on a command line "
+                                   "(e.g. --qos=high --constraint=a100)")
+    slurm_setup: str = Field("", description="Shell lines the job script runs before srun (module load ..., "
+                             "source /shared/venv/bin/activate)")
+    slurm_python: str | None = Field(None, description="The Python on the compute nodes that has the trainers installed "
+                                     "(default: this worker's, which a shared filesystem makes the same path)")
+    slurm_rdzv_port: int = Field(29500, ge=1024, le=64535, description="torchrun's c10d rendezvous port on a job's first "
+                                 "node is this plus the job id modulo 1000 (jobs sharing a node do not collide)")
+
     @field_validator("database_url")
     @classmethod
     def _normalise_postgres_driver(cls, url: str) -> str:

@@ -1,28 +1,27 @@
 """The training-job worker: claims queued runs, launches the trainers, streams their metrics, and
 survives faults.
 
-One worker per GPU host (any number of them). Each poll it refreshes its row in ``workers`` (run
-pages say when no worker is alive), requeues runs whose worker stopped heartbeating, and claims
-the oldest queued run with FOR UPDATE SKIP LOCKED (no two workers take the same run). For a run:
+One worker per GPU host, or per cluster login node (any number of them). Each poll it refreshes
+its row in ``workers`` (run pages say when no worker is alive), requeues runs whose worker
+stopped heartbeating, and claims the oldest queued run with FOR UPDATE SKIP LOCKED (no two
+workers take the same run). For a run:
 
-1. It takes an exclusive ``flock`` on ``<run folder>/.lock`` and hands that descriptor to the
-   trainer, so the lock lives exactly as long as the trainer, even when the worker died first.
+1. It takes an exclusive ``flock`` on ``<run folder>/.lock``. A local trainer inherits that
+   descriptor, so the lock lives exactly as long as the trainer, even when the worker died first.
    A worker that cannot take it (an earlier attempt's trainer is still alive) waits a bounded
    time, then gives the run back to the queue: two trainers never write one run folder.
 2. ``launch.prepare`` writes ``run_config.json`` (its ``InputError`` fails the run at once), and
-   the worker launches ``python -m trainers <kind> --config run_config.json`` (``torchrun`` when
-   the run asks for several GPUs), from its main thread, in a session of its own (cancel stops
-   the whole group) and with PR_SET_PDEATHSIG=SIGTERM: a trainer never outlives its worker, even
-   after ``kill -9`` of the worker (SIGTERM also makes torchrun stop its children). The
-   trainer's pid is written into the lock file.
+   the worker's launcher starts the trainer (app/launchers): ``local``, a child process on this
+   host (``torchrun`` for several GPUs) that never outlives its worker; ``slurm``, a batch job
+   whose srun starts torchrun on each of the run's nodes (docs/cluster.md).
 3. Every poll it heartbeats, upserts the new lines of the trainer's ``metrics.jsonl`` into
    ``run_metrics`` (a metric named ``progress`` in 0..1 drives the progress bar), shows the
    cleaned end of ``trainer.log`` (no progress-bar noise) as the run's message, and stops the
-   trainer when an admin cancelled the run or another worker took the run over.
-4. When the trainer exits: 0 records the run's output (``launch.complete``) and succeeds; 2, the
-   trainers' "bad config or data" status, fails at once; any other status or a signal queues the
-   run again, up to ``max_attempts``, and the next attempt resumes from the run folder's last
-   checkpoint. Cancel always wins.
+   trainer (SIGTERM, or scancel) when an admin cancelled the run or another worker took it over.
+4. When the trainer ends: exit 0 records the run's output (``launch.complete``) and succeeds; 2,
+   the trainers' "bad config or data" status, fails at once; any other status, a signal or a
+   lost node (Slurm's NODE_FAIL ...) queues the run again, up to ``max_attempts``, and the next
+   attempt resumes from the run folder's last checkpoint. Cancel always wins.
 
 Runs whose worker died are requeued the same way by any live worker. A worker stopped with
 SIGTERM or Ctrl-C stops its trainer, gives the run back without counting the attempt, and
@@ -33,19 +32,13 @@ trains on, its metrics kept until they can be written).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
-import json
 import os
-import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
@@ -54,12 +47,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import unit_of_work, utcnow
 from app.errors import AppError
+from app.launchers import Ended, FolderBusy, Job, Launcher, LaunchError, Trainer, make_launcher
 from app.runs import launch
 from app.runs import service as runs
 from app.runs.models import Run, RunStatus
+from app.runs.trainer_output import MetricsTail, clean_log, log_tail  # noqa: F401 - clean_log: part of this module's API
 
 BAD_INPUT_EXIT = 2  # trainers/cli.py: a TrainerError (bad config or data); retrying cannot help
-STOP_GRACE_S = 30.0  # a stopped trainer gets this long to exit after SIGTERM, then SIGKILL
+STOP_GRACE_S = 30.0  # a stopped trainer gets this long to exit after SIGTERM (or scancel), then SIGKILL
 LOCK_WAIT_S = 30.0  # how long a worker waits for an earlier attempt's trainer to let go of a run folder
 FORGET_WORKERS_AFTER_S = 24 * 3600  # rows of workers killed without a clean exit
 
@@ -103,82 +98,17 @@ def visible_gpus() -> int:
         return 0
 
 
-# ---------------------------------------------------------------- the trainer process
-
-_PR_SET_PDEATHSIG = 1
-# Loaded here, not in the forked child: a child of a threaded parent should only make syscalls.
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn that makes the kernel send SIGTERM to the child when its parent dies.
-
-    The parent is the thread that forked, so the worker forks from its main thread. If the
-    worker died between fork and prctl, the signal would never come: the child checks and exits.
-    """
-
-    def preexec() -> None:
-        if _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
-
-
-def trainer_command(run: Run, config_path: Path) -> list[str]:
-    if run.gpus > 1:
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={run.gpus}", "-m", "trainers",
-                run.kind.value, "--config", str(config_path)]
-    return [sys.executable, "-m", "trainers", run.kind.value, "--config", str(config_path)]
-
-
-def start_trainer(command: list[str], log, lock: RunLock) -> subprocess.Popen:
-    """Launch the trainer: output to ``log``, the run folder's lock inherited, its own session
-    (so cancel can signal the whole group), and killed by the kernel if this worker dies."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        pass_fds=(lock.fd,), preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 - it only calls prctl and getppid
-    )
-    lock.record(process.pid)
-    return process
-
-
-def signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    """Signal the trainer and its children (torchrun's ranks, data loader workers)."""
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def stop_and_wait(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
-    """SIGTERM the trainer's group, SIGKILL it if it is still there after ``grace_s``."""
-    signal_group(process, signal.SIGTERM)
-    try:
-        return process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        signal_group(process, signal.SIGKILL)
-        return process.wait()
-
-
-def exit_reason(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"trainer killed by signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"trainer killed by signal {-returncode}"
-    return f"trainer exited with code {returncode}"
+# ---------------------------------------------------------------- the run folder's lock
 
 
 class RunLock:
     """An exclusive ``flock`` on ``<run folder>/.lock``.
 
-    flock belongs to the open file, which the trainer shares through ``pass_fds``: the lock is
+    flock belongs to the open file, which a local trainer shares through ``pass_fds``: the lock is
     held until both the worker and the trainer have closed it, so it outlives a killed worker for
     as long as its trainer is alive, and no second trainer can start in the same folder.
-    The file holds the pid of the trainer that owns the lock (for people and tests)."""
+    The file holds the pid of the local trainer that owns the lock (for people and tests). A Slurm
+    job's trainers run elsewhere: the Slurm launcher cancels an earlier attempt's job instead."""
 
     def __init__(self, folder: Path):
         self.path = folder / ".lock"
@@ -221,106 +151,6 @@ class RunLock:
             self.fd = None
 
 
-# ---------------------------------------------------------------- what the trainer writes
-
-
-@dataclass
-class MetricsTail:
-    """Reads the lines appended to a metrics.jsonl file since the last call.
-
-    A resumed trainer truncates the file to its checkpoint's step and writes on from there: when
-    the file no longer holds the bytes read last (it shrank or was rewritten), the tail starts
-    over from the beginning. Rows read twice are harmless: metrics are upserted per step.
-    """
-
-    path: Path
-    offset: int = 0
-    last_progress: float | None = None
-    buffer: bytes = field(default=b"")
-    mark: bytes = field(default=b"")  # the last bytes read, which end at ``offset``
-
-    def read_new(self) -> list[tuple[int, str, float]]:
-        try:
-            fh = self.path.open("rb")
-        except OSError:  # not written yet, or the output folder is not a folder
-            return []
-        with fh:
-            if self._rewritten(fh):
-                self.offset, self.buffer, self.mark = 0, b"", b""
-            fh.seek(self.offset)
-            chunk = fh.read()
-        self.offset += len(chunk)
-        self.mark = (self.mark + chunk)[-64:]
-        *lines, self.buffer = (self.buffer + chunk).split(b"\n")
-        return [row for row in map(self._parse, lines) if row is not None]
-
-    def _rewritten(self, fh) -> bool:
-        if not self.mark:
-            return False
-        if os.fstat(fh.fileno()).st_size < self.offset:
-            return True
-        fh.seek(self.offset - len(self.mark))
-        return fh.read(len(self.mark)) != self.mark
-
-    def _parse(self, line: bytes) -> tuple[int, str, float] | None:
-        try:
-            item = json.loads(line)
-            row = (int(item["step"]), str(item["name"]), float(item["value"]))
-        except (ValueError, KeyError, TypeError):
-            return None  # a torn or foreign line is not a metric
-        if row[1] == "progress":
-            self.last_progress = row[2]
-        return row
-
-
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-# tqdm: "desc:  40%|████      | 4/10 [00:01<00:02, 3.1it/s]" or, without a total, "desc: 7it [00:01, ...]"
-_BAR = re.compile(r"^(.*?):?\s*(?:\d{1,3}%\||\d+(?:\.\d+)?[kMG]?(?:it|B) \[)")
-
-
-def clean_log(text: str) -> str:
-    """A log as a person would have seen it on a terminal: tqdm redraws its bar with '\\r', so
-    each line keeps only what follows its last '\\r'; colour escapes go; consecutive lines of the
-    same bar (one per redraw when a bar writes newlines) collapse into the last one."""
-    lines: list[str] = []
-    last_bar: str | None = None
-    for raw in _ANSI.sub("", text).split("\n"):
-        segments = [s for s in raw.split("\r") if s.strip()]
-        line = segments[-1].rstrip() if segments else ""
-        bar = _bar_key(line)
-        if bar is not None and bar == last_bar:
-            lines[-1] = line
-        else:
-            lines.append(line)
-        last_bar = bar
-    return "\n".join(lines)
-
-
-def _bar_key(line: str) -> str | None:
-    match = _BAR.match(line)
-    return match.group(1).strip() if match else None
-
-
-def log_tail(path: Path, max_chars: int = 3000, read_bytes: int = 64 * 1024) -> str:
-    """The cleaned end of the trainer's log. More is read than kept: a progress bar's redraws
-    can fill tens of kilobytes that clean to one line."""
-    try:
-        with path.open("rb") as fh:
-            start = max(0, fh.seek(0, os.SEEK_END) - read_bytes)
-            fh.seek(start)
-            data = fh.read()
-    except FileNotFoundError:
-        return ""
-    if start > 0:  # begin at a line or redraw boundary, not inside one
-        cuts = [i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0]
-        data = data[min(cuts):] if cuts else b""
-    text = clean_log(data.decode("utf-8", errors="replace")).strip("\n")
-    if len(text) > max_chars:  # keep whole lines
-        text = text[-max_chars:]
-        text = text.split("\n", 1)[1] if "\n" in text else text
-    return text
-
-
 # ---------------------------------------------------------------- one run
 
 
@@ -331,10 +161,12 @@ def run_folder(settings: Settings, run: Run) -> Path:
 
 
 def execute(settings: Settings, factory: sessionmaker[Session], run_id: int, *, poll_s: float = 2.0,
-            worker: WorkerInfo | None = None, lock_wait_s: float = LOCK_WAIT_S, echo=print) -> RunStatus:
+            worker: WorkerInfo | None = None, lock_wait_s: float = LOCK_WAIT_S, echo=print,
+            launcher: Launcher | None = None) -> RunStatus:
     """Run one attempt of a claimed run and record how it ended. Returns the run's status
     afterwards: ``queued`` when it goes back to the queue for another attempt."""
     worker = worker or WorkerInfo.current()
+    launcher = launcher or make_launcher(settings)
     with unit_of_work(factory) as db:
         run = runs.get_run(db, run_id)
         folder = run_folder(settings, run)
@@ -344,19 +176,20 @@ def execute(settings: Settings, factory: sessionmaker[Session], run_id: int, *, 
         reason = f"the run folder is still locked by the trainer of an earlier attempt (pid {lock.holder()})"
         return _end(factory, run_id, worker, lambda db: runs.give_back(db, run_id, reason, worker_id=worker.id))
     try:
-        return _attempt(settings, factory, run_id, folder, lock, worker, attempt, poll_s, echo)
+        return _attempt(settings, factory, run_id, folder, lock, worker, attempt, poll_s, echo, launcher)
     finally:
         lock.release()
 
 
-def _attempt(settings, factory, run_id, folder, lock, worker, attempt, poll_s, echo) -> RunStatus:
+def _attempt(settings, factory, run_id, folder, lock, worker, attempt, poll_s, echo, launcher: Launcher) -> RunStatus:
     """Prepare, launch, watch and settle one attempt, holding the run folder's lock."""
     try:
         with unit_of_work(factory) as db:
             run = runs.get_run(db, run_id)
             config_path = launch.prepare(db, settings, run, folder)
             run.output_dir = str(folder)
-            command = trainer_command(run, config_path)
+            job = Job(run_id=run.id, kind=run.kind.value, name=run.name, nodes=run.nodes,
+                      gpus_per_node=run.gpus_per_node, config=config_path, folder=folder, attempt=attempt)
     except AppError as exc:  # InputError: the run's inputs cannot be used; retrying will not help
         message = exc.message
         return _end(factory, run_id, worker, lambda db: runs.finish(db, run_id, RunStatus.failed, message, worker_id=worker.id))
@@ -368,62 +201,70 @@ def _attempt(settings, factory, run_id, folder, lock, worker, attempt, poll_s, e
     with log_path.open("ab") as log:
         log.write(f"\n--- {attempt} on worker {worker.id} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ---\n".encode())
         log.flush()
-        process = start_trainer(command, log, lock)
         try:
-            stopped = _watch(process, factory, run_id, worker, tail, log_path, poll_s, echo)
+            trainer = launcher.start(job, log, lock)
+        except FolderBusy as exc:  # an earlier attempt's trainer is still alive: not this attempt's fault
+            reason = str(exc)
+            return _end(factory, run_id, worker, lambda db: runs.give_back(db, run_id, reason, worker_id=worker.id))
+        except LaunchError as exc:
+            log.write(f"--- {exc} ---\n".encode())
+            reason = str(exc)
+            return _end(factory, run_id, worker, lambda db: runs.retry_or_fail(db, run_id, reason, worker_id=worker.id))
+        try:
+            stopped, ended = _watch(trainer, factory, run_id, worker, tail, log_path, poll_s, echo)
         except BaseException:  # Ctrl-C, SIGTERM or a database error: the trainer must not run on unwatched
-            stop_and_wait(process)
+            trainer.stop_and_wait()
             _give_back_quietly(factory, run_id, worker, echo)
             raise
-        log.write(f"--- {exit_reason(process.returncode)} ---\n".encode())
+        log.write(f"--- {ended.reason} ---\n".encode())
     if stopped == runs.Beat.lost:
         echo(f"run {run_id} was taken over by another worker; its trainer here was stopped")
         return RunStatus.running
-    return _settle(settings, factory, run_id, folder, worker, process.returncode, stopped, log_path)
+    return _settle(settings, factory, run_id, folder, worker, ended, stopped, log_path)
 
 
-def _watch(process, factory, run_id, worker, tail, log_path, poll_s, echo) -> runs.Beat:
-    """Stream metrics, progress and log until the trainer exits; stop it on cancel or takeover.
-    Returns why it was stopped (``go``: it was not). While the database is unreachable the
-    trainer trains on and its metrics wait to be written."""
+def _watch(trainer: Trainer, factory, run_id, worker, tail, log_path, poll_s, echo) -> tuple[runs.Beat, Ended]:
+    """Stream metrics, progress and log until the trainer ends; stop it on cancel or takeover.
+    Returns why it was stopped (``go``: it was not) and how it ended. While the database is
+    unreachable the trainer trains on and its metrics wait to be written."""
     stopped, stopped_at = runs.Beat.go, 0.0
     pending: list[tuple[int, str, float]] = []
     while True:
-        exited = process.poll() is not None
+        ended = trainer.poll()
         pending += tail.read_new()
+        message = "\n".join(part for part in (trainer.status(), log_tail(log_path)) if part)
         try:
             with unit_of_work(factory) as db:
                 if stopped != runs.Beat.lost:
                     runs.record_metrics(db, run_id, pending)
-                beat = runs.heartbeat(db, run_id, worker_id=worker.id, progress=tail.last_progress, message=log_tail(log_path))
+                beat = runs.heartbeat(db, run_id, worker_id=worker.id, progress=tail.last_progress, message=message)
                 worker.touch(db, run_id if beat != runs.Beat.lost else None)
             pending = []
         except OperationalError as exc:
             echo(f"run {run_id}: database unreachable ({_first_line(exc)}); the trainer keeps running")
             beat = runs.Beat.go
-        if exited:
-            return stopped
+        if ended is not None:
+            return stopped, ended
         if beat != runs.Beat.go and stopped == runs.Beat.go:
             stopped, stopped_at = beat, time.monotonic()
-            signal_group(process, signal.SIGTERM)
+            trainer.stop()
         elif stopped != runs.Beat.go and time.monotonic() - stopped_at > STOP_GRACE_S:
-            signal_group(process, signal.SIGKILL)
+            trainer.kill()
         time.sleep(poll_s)
 
 
-def _settle(settings, factory, run_id, folder, worker, returncode, stopped, log_path) -> RunStatus:
+def _settle(settings, factory, run_id, folder, worker, ended: Ended, stopped, log_path) -> RunStatus:
     """Record how the attempt ended: cancelled, succeeded, failed for good, or queued again."""
     tail = log_tail(log_path)
-    reason = exit_reason(returncode)
     if stopped == runs.Beat.cancel:
         message = "cancelled by an admin\n" + tail
         return _end(factory, run_id, worker, lambda db: runs.finish(db, run_id, RunStatus.cancelled, message, worker_id=worker.id))
-    if returncode == 0:
+    if ended.code == 0:
         return _complete(settings, factory, run_id, folder, worker, tail)
-    if returncode == BAD_INPUT_EXIT:
-        message = f"{reason} (bad config or data: not retried)\n{tail}"
+    if ended.code == BAD_INPUT_EXIT:
+        message = f"{ended.reason} (bad config or data: not retried)\n{tail}"
         return _end(factory, run_id, worker, lambda db: runs.finish(db, run_id, RunStatus.failed, message, worker_id=worker.id))
-    return _end(factory, run_id, worker, lambda db: runs.retry_or_fail(db, run_id, reason, worker_id=worker.id, log=tail))
+    return _end(factory, run_id, worker, lambda db: runs.retry_or_fail(db, run_id, ended.reason, worker_id=worker.id, log=tail))
 
 
 def _complete(settings, factory, run_id, folder, worker, tail) -> RunStatus:
@@ -475,15 +316,17 @@ def _first_line(exc: BaseException) -> str:
 
 def work(settings: Settings, factory: sessionmaker[Session], *, once: bool = False, poll_s: float = 5.0,
          stale_after_s: int = 120, worker_id: str | None = None, gpus: int | None = None,
-         lock_wait_s: float = LOCK_WAIT_S, echo=print) -> int:
+         lock_wait_s: float = LOCK_WAIT_S, echo=print, launcher: Launcher | None = None) -> int:
     """Claim and run jobs until stopped (or, with once=True, until the queue is empty).
-    Returns the number of runs that ended (succeeded, failed or cancelled) here."""
+    Returns the number of runs that ended (succeeded, failed or cancelled) here. ``launcher``:
+    how trainers start (default: the ``launcher`` setting; app/launchers)."""
+    launcher = launcher or make_launcher(settings)
     worker = WorkerInfo.current(worker_id, gpus)
     done = 0
     try:
         while True:
             try:
-                requeued, claimed = _poll(factory, worker, stale_after_s)
+                requeued, claimed = _poll(factory, worker, stale_after_s, launcher.max_nodes)
             except OperationalError as exc:  # the database restarts or the network drops: wait it out
                 echo(f"database unreachable ({_first_line(exc)}); trying again in {poll_s:g} s")
                 time.sleep(poll_s)
@@ -498,7 +341,7 @@ def work(settings: Settings, factory: sessionmaker[Session], *, once: bool = Fal
             run_id, kind, name, attempt = claimed
             echo(f"run {run_id} ({kind}, {name!r}) started, attempt {attempt}")
             status = execute(settings, factory, run_id, poll_s=min(poll_s, 2.0), worker=worker,
-                             lock_wait_s=lock_wait_s, echo=echo)
+                             lock_wait_s=lock_wait_s, echo=echo, launcher=launcher)
             echo(f"run {run_id} {status.value}")
             if status in runs.FINISHED:
                 done += 1
@@ -508,13 +351,13 @@ def work(settings: Settings, factory: sessionmaker[Session], *, once: bool = Fal
         _forget_self(factory, worker)
 
 
-def _poll(factory, worker: WorkerInfo, stale_after_s: int) -> tuple[list[int], tuple | None]:
+def _poll(factory, worker: WorkerInfo, stale_after_s: int, max_nodes: int | None) -> tuple[list[int], tuple | None]:
     """One look at the queue: say this worker is alive, requeue runs of dead workers, claim one."""
     with unit_of_work(factory) as db:
         worker.touch(db)
         runs.forget_workers(db, older_than_s=FORGET_WORKERS_AFTER_S)
         requeued = runs.requeue_stale(db, stale_after_s=stale_after_s)
-        run = runs.claim_next(db, worker.id)
+        run = runs.claim_next(db, worker.id, max_nodes=max_nodes)
         return requeued, (run.id, run.kind.value, run.name, run.attempts) if run else None
 
 

@@ -41,6 +41,8 @@ def create(
     name: str = typer.Option("", "--name", help="A name to recognise the run by"),
     output_name: str = typer.Option(None, "--output-name", help="Register the output model under this name"),
     gpus: int = typer.Option(0, "--gpus", help="GPUs the run needs (several: launched with torchrun)"),
+    nodes: int = typer.Option(1, "--nodes", help="Nodes the run spans (several: needs a worker with --launcher slurm)"),
+    gpus_per_node: int = typer.Option(None, "--gpus-per-node", help="GPUs (torchrun processes) per node; default: --gpus / --nodes"),
 ) -> None:
     """Queue a run from registered models and frozen datasets (by name or id); a worker picks it up.
 
@@ -56,7 +58,8 @@ def create(
     if len(model) > 1 and kind != "generate":
         raise service.InvalidInput("--model: only a generate run takes several models.", field="model")
     request = planning.RunRequest(kind=kind, name=name, inputs={k: v for k, v in inputs.items() if v},
-                                  options=_parse_sets(sets), gpus=gpus, output_name=output_name)
+                                  options=_parse_sets(sets), gpus=gpus, output_name=output_name,
+                                  nodes=nodes, gpus_per_node=gpus_per_node)
     with unit_of_work(_factory()) as db:
         run = planning.launch_run(db, get_settings(), request)
         typer.echo(f"queued run {run.id} ({run.kind.value}); it registers its output as {run.output_name}"
@@ -78,10 +81,13 @@ def worker(
     gpus: int | None = typer.Option(
         None, "--gpus", help="GPUs this worker offers, shown on the run pages (default: CUDA_VISIBLE_DEVICES, else the driver's count)"
     ),
+    launcher: str = typer.Option(
+        None, "--launcher", help="local: torchrun on this host (single-node runs); slurm: submit each run as a Slurm "
+        "job, srun + torchrun on its nodes (docs/cluster.md). Default: RLHF_LAUNCHER, else local"),
 ) -> None:
     """Run training jobs: claim queued runs, launch the trainers, stream progress and metrics.
 
-    SIGTERM or Ctrl-C: the trainer is stopped and its run goes back to the queue.
+    SIGTERM or Ctrl-C: the trainer is stopped (a Slurm job is cancelled) and its run goes back to the queue.
     """
     # Killed outright (kill -9, a lost machine), a worker's trainer dies with it, and another
     # worker requeues the run once its heartbeat is older than --stale-after.
@@ -95,11 +101,21 @@ def worker(
         terminated.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, _stop)
+    from app.launchers import LauncherUnavailable, make_launcher
+
     settings = get_settings()
+    if launcher not in (None, "local", "slurm"):
+        raise typer.BadParameter(f"{launcher!r}: choose local or slurm", param_hint="--launcher")
+    try:
+        chosen = make_launcher(settings, launcher)
+    except LauncherUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    signal.signal(signal.SIGTERM, _stop)
     factory = make_sessionmaker(make_engine(settings.database_url))
     try:
-        done = work(settings, factory, once=once, poll_s=poll, stale_after_s=stale_after, gpus=gpus, echo=typer.echo)
+        done = work(settings, factory, once=once, poll_s=poll, stale_after_s=stale_after, gpus=gpus, echo=typer.echo,
+                    launcher=chosen)
     except KeyboardInterrupt:
         typer.echo("worker stopped")
         raise typer.Exit(0 if terminated else 130) from None  # SIGTERM is how a service manager stops it

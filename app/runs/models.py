@@ -37,7 +37,11 @@ class Run(Base):
     kind: Mapped[RunKind] = mapped_column(Enum(RunKind, name="run_kind", native_enum=False, length=16))
     # The trainer's options (the keys of its --config file); the worker adds the output folder.
     config: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The run asks for nodes x gpus_per_node; gpus is their product, the run's total (on one node:
+    # torchrun's --nproc-per-node when above 1). Several nodes need a worker with the Slurm launcher.
     gpus: Mapped[int] = mapped_column(Integer, default=0)
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    gpus_per_node: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[RunStatus] = mapped_column(
         Enum(RunStatus, name="run_status", native_enum=False, length=16), default=RunStatus.queued
     )

@@ -40,8 +40,10 @@ class RunRequest:
     name: str = ""
     inputs: dict[str, InputRef | list[InputRef]] = field(default_factory=dict)  # role -> model/dataset id or name
     options: dict[str, Any] = field(default_factory=dict)  # trainer options (and, for generate, the plan)
-    gpus: int = 0
+    gpus: int = 0  # the run's total; alone: a single-node run
     output_name: str | None = None
+    nodes: int = 1
+    gpus_per_node: int | None = None  # None: gpus / nodes
 
 
 def spec_for(kind: str | RunKind) -> RunSpec:
@@ -183,8 +185,7 @@ def prompt_selection(db: Session, plan: GenerationPlan):
 def launch_run(db: Session, settings: Settings, request: RunRequest, *, actor: User | None = None) -> Run:
     """Validate a run request completely, then queue the run with its inputs."""
     spec = spec_for(request.kind)
-    if not 0 <= request.gpus <= 64:
-        raise InvalidInput("gpus must be between 0 and 64.", field="gpus")
+    runs.resources(gpus=request.gpus, nodes=request.nodes, gpus_per_node=request.gpus_per_node)
     chosen = _resolve_inputs(db, settings, spec, request.inputs)
     options = dict(request.options)
     plan = None
@@ -204,7 +205,8 @@ def launch_run(db: Session, settings: Settings, request: RunRequest, *, actor: U
             registry.check_name(output_name, "output_name")
             if registry.name_taken(db, output_name):
                 raise Conflict(f"A model named {output_name!r} is already registered; choose another output name.", field="output_name")
-    run = runs.create_run(db, kind=spec.kind, name=request.name, config=trainer_options, gpus=request.gpus, actor=actor)
+    run = runs.create_run(db, kind=spec.kind, name=request.name, config=trainer_options, gpus=request.gpus,
+                           nodes=request.nodes, gpus_per_node=request.gpus_per_node, actor=actor)
     run.output_name = output_name or f"{spec.kind.value}-{run.id}"
     run.generation = plan.model_dump(mode="json") if plan else None
     for role, target in chosen:

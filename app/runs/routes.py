@@ -56,7 +56,8 @@ def run_kinds(user: Watcher):
 @router.post("", response_model=RunDetailOut, status_code=201)
 def create_run(body: RunCreate, db: SessionDep, settings: SettingsDep, admin: Admin):
     request = planning.RunRequest(kind=body.kind, name=body.name, inputs=body.inputs, options=body.options,
-                                  gpus=body.gpus, output_name=body.output_name)
+                                  gpus=body.gpus, nodes=body.nodes, gpus_per_node=body.gpus_per_node,
+                                  output_name=body.output_name)
     run = planning.launch_run(db, settings, request, actor=admin)
     return detail(db, run.id)
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.runs.models import RunKind, RunStatus
+from app.runs.service import MAX_GPUS_PER_NODE, MAX_NODES
 
 
 class RunCreate(BaseModel):
@@ -23,7 +24,10 @@ class RunCreate(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="the trainer's other options (`python -m trainers KIND --help`); "
         "generate also takes its prompt selection and ranking-batch settings here")
-    gpus: int = Field(0, ge=0, le=64)
+    gpus: int = Field(0, ge=0, le=MAX_NODES * MAX_GPUS_PER_NODE, description="the run's total GPUs; alone: all on one node")
+    nodes: int = Field(1, ge=1, le=MAX_NODES, description="nodes the run spans (several: a worker with the Slurm launcher)")
+    gpus_per_node: int | None = Field(None, ge=0, le=MAX_GPUS_PER_NODE, description="processes (GPUs) per node; "
+                                      "default: gpus / nodes")
     output_name: str | None = Field(None, max_length=200, description="name to register the output model under")
 
 
@@ -47,6 +51,8 @@ class RunOut(BaseModel):
     attempts: int
     max_attempts: int
     gpus: int
+    nodes: int
+    gpus_per_node: int
     config: dict
     generation: dict | None
     message: str

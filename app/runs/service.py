@@ -22,8 +22,38 @@ FINISHED = (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 WORKER_SEEN_WITHIN_S = 60
 
 
+MAX_NODES = 64
+MAX_GPUS_PER_NODE = 64
+
+
+def resources(*, gpus: int = 0, nodes: int = 1, gpus_per_node: int | None = None) -> tuple[int, int, int]:
+    """Check what a run asks for and return ``(nodes, gpus_per_node, gpus)``, gpus being the total.
+
+    ``gpus`` alone is a single-node run (as before multi-node runs). With several nodes, give
+    ``gpus_per_node`` (or a ``gpus`` total that the nodes share evenly); a ``gpus`` given beside
+    ``gpus_per_node`` must be their product."""
+    for name, value in (("gpus", gpus), ("nodes", nodes), ("gpus_per_node", gpus_per_node)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInput(f"{name} must be a whole number.", field=name)
+    if not 1 <= nodes <= MAX_NODES:
+        raise InvalidInput(f"nodes must be between 1 and {MAX_NODES}.", field="nodes")
+    if gpus_per_node is None:
+        if not 0 <= gpus <= MAX_GPUS_PER_NODE * nodes:
+            raise InvalidInput(f"gpus must be between 0 and {MAX_GPUS_PER_NODE} per node.", field="gpus")
+        if gpus % nodes:
+            raise InvalidInput(f"gpus ({gpus}) must split evenly over {nodes} nodes; or give gpus_per_node.", field="gpus")
+        gpus_per_node = gpus // nodes
+    if not 0 <= gpus_per_node <= MAX_GPUS_PER_NODE:
+        raise InvalidInput(f"gpus_per_node must be between 0 and {MAX_GPUS_PER_NODE}.", field="gpus_per_node")
+    if gpus and gpus != nodes * gpus_per_node:
+        raise InvalidInput(f"gpus is the run's total: {nodes} nodes x {gpus_per_node} GPUs per node = "
+                           f"{nodes * gpus_per_node}, not {gpus} (or leave gpus out).", field="gpus")
+    return nodes, gpus_per_node, nodes * gpus_per_node
+
+
 def create_run(
-    db: Session, *, kind: RunKind | str, name: str, config: dict, gpus: int = 0, actor: User | None = None
+    db: Session, *, kind: RunKind | str, name: str, config: dict, gpus: int = 0, nodes: int = 1,
+    gpus_per_node: int | None = None, actor: User | None = None
 ) -> Run:
     try:
         kind = RunKind(kind)
@@ -31,13 +61,14 @@ def create_run(
         raise InvalidInput(f"Unknown run kind {kind!r}: choose one of {', '.join(k.value for k in RunKind)}.", field="kind") from None
     if not isinstance(config, dict):
         raise InvalidInput("A run's config must be a JSON object of trainer options.", field="config")
-    if not 0 <= gpus <= 64:
-        raise InvalidInput("gpus must be between 0 and 64.", field="gpus")
+    nodes, gpus_per_node, gpus = resources(gpus=gpus, nodes=nodes, gpus_per_node=gpus_per_node)
     name = name.strip() or f"{kind.value} run"
-    run = Run(kind=kind, name=name[:200], config=config, gpus=gpus, created_by_id=actor.id if actor else None)
+    run = Run(kind=kind, name=name[:200], config=config, gpus=gpus, nodes=nodes, gpus_per_node=gpus_per_node,
+              created_by_id=actor.id if actor else None)
     db.add(run)
     db.flush()
-    audit.record(db, actor.id if actor else None, "run.create", "run", run.id, f"{kind.value} {name}")
+    shape = f" ({nodes} nodes x {gpus_per_node} GPUs)" if nodes > 1 else ""
+    audit.record(db, actor.id if actor else None, "run.create", "run", run.id, f"{kind.value} {name}{shape}")
     return run
 
 
@@ -52,12 +83,15 @@ def list_runs(db: Session, limit: int = 200) -> Sequence[Run]:
     return db.scalars(select(Run).order_by(Run.id.desc()).limit(limit)).all()
 
 
-def claim_next(db: Session, worker_id: str) -> Run | None:
+def claim_next(db: Session, worker_id: str, *, max_nodes: int | None = None) -> Run | None:
     """Take the oldest queued run for this worker. Concurrent workers never take the same run:
-    on PostgreSQL the row is locked with SKIP LOCKED; on SQLite writers are serialised."""
-    run = db.scalars(
-        select(Run).where(Run.status == RunStatus.queued).order_by(Run.id).limit(1).with_for_update(skip_locked=True)
-    ).first()
+    on PostgreSQL the row is locked with SKIP LOCKED; on SQLite writers are serialised.
+    ``max_nodes``: only runs that ask for at most this many nodes (a worker that launches on its
+    own host takes single-node runs; multi-node runs wait for a Slurm worker)."""
+    query = select(Run).where(Run.status == RunStatus.queued)
+    if max_nodes is not None:
+        query = query.where(Run.nodes <= max_nodes)
+    run = db.scalars(query.order_by(Run.id).limit(1).with_for_update(skip_locked=True)).first()
     if run is None:
         return None
     now = utcnow()

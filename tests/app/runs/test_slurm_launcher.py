@@ -1,0 +1,183 @@
+"""The Slurm launcher against a real single-node Slurm cluster (munged, slurmctld and slurmd,
+started by the module's fixture from a temporary slurm.conf: tests/slurm_cluster.py).
+
+``rlhf worker --launcher slurm`` runs as a subprocess on a fresh database, as the worker-fault
+tests run the local worker: tiny SFT runs on CPU (gloo), the trainers writing into the run
+folder and the worker streaming from there. A cancel in the app reaches scancel; a node that
+fails under a job (``scontrol update State=DOWN``, which Slurm reports as NODE_FAIL: the
+state a real node failure gives) makes the worker requeue the run, and the new job's trainer
+resumes from the last checkpoint.
+
+These tests need Slurm's daemons and client commands (Debian: slurmctld slurmd slurm-client
+munge; scripts/test installs them). The database does not matter to what they check: they run
+on PostgreSQL only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.db import unit_of_work
+from app.runs import service
+from app.runs.models import RunStatus
+from tests.app.runs.test_worker_faults import (  # noqa: F401 - lab, tiny_model and sft_data are fixtures
+    RLHF,
+    Lab,
+    assert_metrics_match_the_log,
+    lab,
+    logged_steps,
+    resumed_after,
+    sft_config,
+    sft_data,
+    tiny_model,
+    wait_for,
+)
+from tests.factories import make_user
+from tests.slurm_cluster import SlurmCluster, missing_binaries, slurm_cluster
+
+pytest.importorskip("torch")
+
+MISSING = missing_binaries()
+needs_slurm = pytest.mark.skipif(
+    bool(MISSING), reason=f"Slurm is not installed here (missing {', '.join(MISSING)}): "
+    "apt-get install slurmctld slurmd slurm-client munge (scripts/test does)")
+pytestmark = [pytest.mark.postgres_only]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory) -> Iterator[SlurmCluster]:
+    if MISSING:
+        pytest.skip(f"Slurm is not installed here (missing {', '.join(MISSING)})")
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def slurm_lab(lab: Lab, slurm: SlurmCluster, monkeypatch) -> Lab:
+    """A Lab whose workers reach the test cluster; CPU only, so gpus_per_node sets processes."""
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    monkeypatch.setenv("RLHF_SLURM_REQUEST_GPUS", "false")
+    # The job script runs this before srun: the worker's RLHF_* settings must not reach the job.
+    monkeypatch.setenv("RLHF_SLURM_SETUP", 'echo "RLHF settings in the job: $(env | grep -c ^RLHF_ || true)"')
+    return lab
+
+
+def queue(lab: Lab, name: str, config: dict, *, gpus_per_node: int) -> int:
+    with unit_of_work(lab.factory) as db:
+        return service.create_run(db, kind="sft", name=name, config=config, nodes=1, gpus_per_node=gpus_per_node).id
+
+
+def job_ids(lab: Lab, run_id: int) -> list[str]:
+    """The Slurm jobs the worker submitted for a run, in order, as its trainer.log says."""
+    try:
+        return re.findall(r"submitted Slurm job (\d+)", (lab.folder(run_id) / "trainer.log").read_text(errors="replace"))
+    except OSError:
+        return []
+
+
+def trainer_processes(config: Path) -> list[int]:
+    """Live processes whose command line names the run's config file (its trainers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                if str(config).encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@needs_slurm
+def test_a_two_process_sft_run_goes_through_slurm_and_succeeds(slurm_lab, slurm, tiny_model, sft_data):
+    lab = slurm_lab
+    run_id = queue(lab, "slurm 1x2", sft_config(tiny_model, sft_data, epochs=1), gpus_per_node=2)
+    worker = lab.start_worker("--once", "--launcher", "slurm")
+    lab.wait_workers(worker, timeout=150)
+    assert worker.returncode == 0, lab.worker_output()
+
+    run = lab.run(run_id)
+    assert run.status == RunStatus.succeeded, run.message + "\n" + lab.worker_output() + slurm.logs()
+    assert run.attempts == 1 and run.progress == 1.0 and "registered model" in run.message
+    [job] = job_ids(lab, run_id)
+    assert slurm.job_state(job) == "COMPLETED"
+    assert (lab.folder(run_id) / "slurm_job").read_text().strip() == job
+    script = (lab.folder(run_id) / "slurm_job.sh").read_text()
+    for part in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --no-requeue", "exec srun",
+                 "-m torch.distributed.run --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d",
+                 '--rdzv-endpoint="$head_node:$port"', f"-m trainers sft --config {lab.folder(run_id) / 'run_config.json'}"):
+        assert part in script, part
+    assert "--gpus-per-node" not in script  # RLHF_SLURM_REQUEST_GPUS=false: a CPU cluster
+    log = (lab.folder(run_id) / "trainer.log").read_text()
+    assert "RLHF settings in the job: 0" in log  # the database URL never reached the job
+    assert f"Slurm job {job} on {slurm.node}" in log and "rendezvous at" in log
+    assert f"--- Slurm job {job} ended COMPLETED: trainer exited with code 0 ---" in log
+    steps = sorted(step for name, step in logged_steps(lab.metrics_file(run_id)) if name == "train/loss")
+    assert steps and steps == list(range(1, len(steps) + 1))
+    assert_metrics_match_the_log(lab, run_id)  # streamed from the shared run folder, as for a local run
+
+
+@needs_slurm
+def test_cancel_in_the_app_reaches_scancel(slurm_lab, slurm, tiny_model, sft_data):
+    lab = slurm_lab
+    run_id = queue(lab, "slurm cancel", sft_config(tiny_model, sft_data, epochs=5), gpus_per_node=1)
+    worker = lab.start_worker("--launcher", "slurm")
+    wait_for(lambda: lab.last_step(run_id) >= 1, 120, "the Slurm job's trainer to log a step")
+    [job] = job_ids(lab, run_id)
+    assert slurm.job_state(job) == "RUNNING"
+    with unit_of_work(lab.factory) as db:
+        service.request_cancel(db, run_id, actor=make_user(db, "admin"))
+
+    wait_for(lambda: lab.run(run_id).status == RunStatus.cancelled, 60, "the run to be cancelled")
+    assert slurm.job_state(job) == "CANCELLED"
+    assert slurm.run("squeue", "-h", "-j", job, check=False).stdout.strip() == ""  # gone from the queue
+    wait_for(lambda: not trainer_processes(lab.folder(run_id) / "run_config.json"), 15, "the trainer to be gone")
+    run = lab.run(run_id)
+    assert run.attempts == 1 and "cancelled by an admin" in run.message
+    assert worker.poll() is None  # the worker goes on to the next run
+    assert lab.last_step(run_id) < 5 * 12
+
+
+@needs_slurm
+def test_a_node_failure_requeues_the_run_and_the_new_job_resumes_from_the_checkpoint(slurm_lab, slurm, tiny_model, sft_data):
+    lab = slurm_lab
+    epochs = 3
+    run_id = queue(lab, "slurm node failure", sft_config(tiny_model, sft_data, epochs=epochs), gpus_per_node=2)
+    worker = lab.start_worker("--once", "--launcher", "slurm")
+    wait_for(lambda: lab.last_step(run_id) >= 3, 120, "the first job's trainer to log step 3")
+    [first] = job_ids(lab, run_id)
+    slurm.scontrol("update", f"NodeName={slurm.node}", "State=DOWN", "Reason=rlhf-lab test: a node fails")
+    wait_for(lambda: slurm.job_state(first) == "NODE_FAIL", 30, "Slurm to report NODE_FAIL")
+    if slurm.node_state().startswith("DOWN"):  # ReturnToService=2 usually brings it back by itself
+        slurm.run("scontrol", "update", f"NodeName={slurm.node}", "State=RESUME", check=False)
+    lab.wait_workers(worker, timeout=150)
+
+    run = lab.run(run_id)
+    assert run.status == RunStatus.succeeded, run.message + "\n" + lab.worker_output() + slurm.logs()
+    assert run.attempts == 2
+    first_again, second = job_ids(lab, run_id)
+    assert first_again == first and slurm.job_state(second) == "COMPLETED"
+    log = (lab.folder(run_id) / "trainer.log").read_text()
+    assert f"--- Slurm job {first} ended NODE_FAIL: a node of the job failed ---" in log and "attempt 2 of 3" in log
+    resumed = resumed_after(lab.folder(run_id) / "trainer.log")
+    assert resumed is not None and resumed >= 2, log[-3000:]  # step 3 was seen, so step 2's checkpoint was written
+    assert_metrics_match_the_log(lab, run_id)
+
+
+def test_a_slurm_worker_without_sbatch_stops_at_start_with_a_clear_error(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": str(bare), "RLHF_DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
+    out = subprocess.run([str(RLHF), "worker", "--launcher", "slurm", "--once"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "--launcher slurm needs Slurm's client commands" in out.stderr and "sbatch" in out.stderr, out.stderr
+    assert "docs/cluster.md" in out.stderr
