@@ -72,20 +72,25 @@ async def runs_create(request: Request, db: SessionDep, settings: SettingsDep, a
         if values:
             inputs[item.role] = values if item.many else values[0]
     options = {k[4:]: v for k, v in data.multi_items() if k.startswith("opt.") and isinstance(v, str) and v.strip() != ""}
-    form = {"name": data.get("name", ""), "gpus": data.get("gpus", "0"), "output_name": data.get("output_name", ""),
-            "inputs": inputs, "options": options}
+    form = {"name": data.get("name", ""), "gpus": data.get("gpus", "0"), "nodes": data.get("nodes", "1"),
+            "output_name": data.get("output_name", ""), "inputs": inputs, "options": options}
     try:
-        try:
-            gpus = int(str(form["gpus"] or 0))
-        except ValueError:
-            raise InvalidInput("GPUs must be a whole number.", field="gpus") from None
+        gpus_per_node = _whole(form["gpus"], 0, "GPUs per node", "gpus_per_node")
+        nodes = _whole(form["nodes"], 1, "Nodes", "nodes")
         run = planning.launch_run(db, settings, planning.RunRequest(
-            kind=kind, name=str(form["name"])[:200], inputs=inputs, options=options, gpus=gpus,
-            output_name=str(form["output_name"]) or None), actor=admin)
+            kind=kind, name=str(form["name"])[:200], inputs=inputs, options=options, nodes=nodes,
+            gpus_per_node=gpus_per_node, output_name=str(form["output_name"]) or None), actor=admin)
     except AppError as exc:
         db.rollback()
         return _form_page(request, db, kind, form, error=exc, status_code=exc.status_code)
     return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+
+def _whole(value, default: int, label: str, field: str) -> int:
+    try:
+        return int(str(value or default))
+    except ValueError:
+        raise InvalidInput(f"{label} must be a whole number.", field=field) from None
 
 
 @router.get("/runs/{run_id}")

@@ -184,3 +184,31 @@ def test_an_automatic_evaluation_run_records_its_results_in_the_registry(db, set
     metrics = registry.metrics_of(db, [loop["sft"].id, loop["base"].id, loop["rm"].id])
     assert metrics[loop["base"].id]["auto/corpus_ppl"] == 12.2 and metrics[loop["sft"].id]["auto/kl"] == 0.0
     assert metrics[loop["rm"].id] == {"auto/rm_accuracy": 0.7, "auto/rm_accuracy_train": 0.72, "auto/rm_accuracy_heldout": 0.69}
+
+
+def test_api_takes_nodes_and_gpus_per_node_and_refuses_bad_ones_with_422(client, db, settings, loop):
+    admin = make_user(db, "admin")
+    client.login(admin.username, PASSWORD)
+    headers = {"X-CSRF-Token": client.csrf()}
+    body = {"kind": "rm", "inputs": {"model": "sft-1", "data": "cmp"}}
+    for shape, field, words in (
+        ({"nodes": 0}, "nodes", "greater than or equal to 1"),
+        ({"nodes": 65}, "nodes", "less than or equal to 64"),
+        ({"nodes": 2, "gpus_per_node": 65}, "gpus_per_node", "less than or equal to 64"),
+        ({"nodes": 2, "gpus_per_node": -1}, "gpus_per_node", "greater than or equal to 0"),
+        ({"nodes": "two"}, "nodes", "integer"),
+        ({"nodes": 2, "gpus": 3}, "gpus", "split evenly over 2 nodes"),
+        ({"nodes": 2, "gpus_per_node": 4, "gpus": 6}, "gpus", "2 nodes x 4 GPUs per node = 8, not 6"),
+    ):
+        bad = client.post("/api/runs", json={**body, **shape}, headers=headers)
+        assert bad.status_code == 422, (shape, bad.text)
+        assert field in bad.text and words in bad.text, (shape, bad.text)
+    assert db.scalar(select(Run).where(Run.kind == "rm")) is None  # nothing was queued
+
+    ok = client.post("/api/runs", json={**body, "nodes": 2, "gpus_per_node": 4}, headers=headers)
+    assert ok.status_code == 201, ok.text
+    assert (ok.json()["nodes"], ok.json()["gpus_per_node"], ok.json()["gpus"]) == (2, 4, 8)
+    single = client.post("/api/runs", json={**body, "gpus": 2}, headers=headers).json()  # gpus alone: one node, as before
+    assert (single["nodes"], single["gpus_per_node"], single["gpus"]) == (1, 2, 2)
+    page = client.get(f"/runs/{ok.json()['id']}")
+    assert "2 nodes × 4 GPU(s)" in page.text

@@ -96,3 +96,12 @@ def test_concurrent_workers_never_claim_the_same_run(tmp_path):
             t.join()
         engine.dispose()
     assert len(claims) == 40 and len(set(claims)) == 40
+
+
+def test_a_local_worker_leaves_multi_node_runs_to_slurm_workers(db):
+    wide = service.create_run(db, kind="sft", name="2 nodes", config={}, nodes=2, gpus_per_node=8)
+    narrow = service.create_run(db, kind="sft", name="1 node", config={}, gpus=2)
+    assert (wide.gpus, narrow.nodes, narrow.gpus_per_node) == (16, 1, 2)
+    assert service.claim_next(db, "local", max_nodes=1).id == narrow.id  # the local launcher's limit
+    assert service.claim_next(db, "local", max_nodes=1) is None and wide.status == RunStatus.queued
+    assert service.claim_next(db, "slurm").id == wide.id
