@@ -165,7 +165,7 @@ class SlurmLauncher:
         return "\n".join(lines) + "\n"
 
     def start(self, job: Job, log: IO[bytes], lock) -> SlurmTrainer:
-        self._end_leftover(job.folder)
+        self.cancel_leftover(job.folder)
         script = job.folder / "slurm_job.sh"
         script.write_text(self.script(job))
         out = self.command("sbatch", "--parsable", *self.sbatch_args, str(script))
@@ -178,7 +178,7 @@ class SlurmLauncher:
         log.flush()
         return SlurmTrainer(self, job_id)
 
-    def _end_leftover(self, folder: Path) -> None:
+    def cancel_leftover(self, folder: Path) -> None:
         """Cancel an earlier attempt's job that is still in the queue (its worker died), and wait
         for it to end: its trainers would write the same run folder."""
         try:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from app.db import unit_of_work
+from app.launchers.slurm import SlurmLauncher, SlurmTrainer
 from app.runs import service
 from app.runs.models import RunStatus
 from tests.app.runs.test_worker_faults import (  # noqa: F401 - lab, tiny_model and sft_data are fixtures
@@ -148,8 +149,7 @@ def test_cancel_in_the_app_reaches_scancel(slurm_lab, slurm, tiny_model, sft_dat
 @needs_slurm
 def test_a_node_failure_requeues_the_run_and_the_new_job_resumes_from_the_checkpoint(slurm_lab, slurm, tiny_model, sft_data):
     lab = slurm_lab
-    epochs = 3
-    run_id = queue(lab, "slurm node failure", sft_config(tiny_model, sft_data, epochs=epochs), gpus_per_node=2)
+    run_id = queue(lab, "slurm node failure", sft_config(tiny_model, sft_data, epochs=2), gpus_per_node=1)
     worker = lab.start_worker("--once", "--launcher", "slurm")
     wait_for(lambda: lab.last_step(run_id) >= 3, 120, "the first job's trainer to log step 3")
     [first] = job_ids(lab, run_id)
@@ -164,11 +164,43 @@ def test_a_node_failure_requeues_the_run_and_the_new_job_resumes_from_the_checkp
     assert run.attempts == 2
     first_again, second = job_ids(lab, run_id)
     assert first_again == first and slurm.job_state(second) == "COMPLETED"
+    script = (lab.folder(run_id) / "slurm_job.sh").read_text()
+    assert "exec srun" in script and "torch.distributed.run" not in script  # one process: no torchrun, as locally
     log = (lab.folder(run_id) / "trainer.log").read_text()
     assert f"--- Slurm job {first} ended NODE_FAIL: a node of the job failed ---" in log and "attempt 2 of 3" in log
     resumed = resumed_after(lab.folder(run_id) / "trainer.log")
     assert resumed is not None and resumed >= 2, log[-3000:]  # step 3 was seen, so step 2's checkpoint was written
     assert_metrics_match_the_log(lab, run_id)
+
+
+@needs_slurm
+def test_a_job_left_behind_by_an_earlier_attempt_is_cancelled_before_a_new_one_and_a_stop_waits_for_scancel(
+        slurm, tmp_path, monkeypatch):
+    """What a killed worker leaves behind (a job still running in the run folder) is cancelled
+    by the run's next attempt before it submits; a worker asked to stop cancels its job and
+    waits until Slurm says it ended. Plain sleep jobs: no trainer needed."""
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    folder = tmp_path / "run"
+    folder.mkdir()
+    script = folder / "sleep.sh"
+    script.write_text("#!/bin/bash\nexec srun sleep 300\n")
+
+    def submit() -> str:
+        job = slurm.run("sbatch", "--parsable", "--no-requeue", f"--output={folder / 'out.log'}", str(script)).stdout.strip()
+        wait_for(lambda: slurm.job_state(job) == "RUNNING", 30, f"job {job} to run")
+        return job
+
+    launcher = SlurmLauncher(grace_s=10, leftover_wait_s=20)
+    left = submit()
+    (folder / "slurm_job").write_text(left + "\n")  # as the attempt of a worker killed with kill -9 left it
+    launcher.cancel_leftover(folder)
+    assert slurm.job_state(left) == "CANCELLED"
+    launcher.cancel_leftover(folder)  # nothing left: returns at once
+
+    running = submit()
+    ended = SlurmTrainer(launcher, running).stop_and_wait()
+    assert slurm.job_state(running) == "CANCELLED"
+    assert ended.code is None and ended.reason.startswith(f"Slurm job {running} ended CANCELLED")
 
 
 def test_a_slurm_worker_without_sbatch_stops_at_start_with_a_clear_error(tmp_path):
