@@ -162,21 +162,12 @@ class VLLMEngine:  # needs vLLM and a CUDA GPU: exercised by benchmarks/ppo_engi
         """Copy the training policy's current weights into the engine (in place), then drop its
         prefix cache, whose keys and values the old weights computed. Under FSDP every process
         gathers each parameter in turn (``full_tensor``), so every process must call this."""
-        model = getattr(model, "module", model)
-
-        def named():
-            for name, p in model.named_parameters():
-                for junk in ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
-                    name = name.replace(junk, "")
-                p = p.detach()
-                yield name, (p.full_tensor() if hasattr(p, "full_tensor") else p)
-
         try:  # vLLM 0.22-0.31, in-process engine: the model itself
             target = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
         except AttributeError:  # later layouts: the documented hook that runs a function on the model
-            self.llm.apply_model(lambda m: m.load_weights(named()))
+            self.llm.apply_model(lambda m: m.load_weights(policy_weights(model)))
         else:
-            target.load_weights(named())
+            target.load_weights(policy_weights(model))
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:
@@ -190,6 +181,18 @@ class VLLMEngine:  # needs vLLM and a CUDA GPU: exercised by benchmarks/ppo_engi
         except ImportError:  # pragma: no cover
             pass
         torch.cuda.empty_cache()
+
+
+def policy_weights(model: Any):
+    """(name, tensor) for every parameter under the names of the model's own checkpoint files (what
+    vLLM's ``load_weights`` reads): wrappers (DDP, torch.compile, activation checkpointing) left out,
+    FSDP shards gathered whole, one at a time (a collective: every process iterates)."""
+    model = getattr(model, "module", model)
+    for name, p in model.named_parameters():
+        for junk in ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
+            name = name.replace(junk, "")
+        p = p.detach()
+        yield name, (p.full_tensor() if hasattr(p, "full_tensor") else p)
 
 
 def _free_port() -> int:

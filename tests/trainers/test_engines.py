@@ -116,3 +116,28 @@ def test_ppo_writes_the_engine_into_its_run_config(tiny_dir, tmp_path):
     train_ppo(cfg, reward_fn=lambda prompts, responses: [float(len(r)) for r in responses])
     saved = json.loads((tmp_path / "ppo" / "config.json").read_text())
     assert saved["engine"] == "transformers" and saved["vllm_gpu_memory_utilization"] == 0.3
+
+
+def test_the_weights_pushed_to_vllm_carry_the_checkpoint_names(tiny_dir):
+    """vLLM loads a folder's safetensors by name at start; the push must use the same names and
+    tensors, whatever wraps the policy (DDP's .module, regional torch.compile)."""
+    from safetensors.torch import load_file
+
+    from trainers.engines import policy_weights
+    from trainers.models import compile_blocks
+
+    saved = {}
+    for f in Path(tiny_dir).glob("*.safetensors"):
+        saved.update(load_file(f))
+    model = load_causal_lm(str(tiny_dir))
+    pushed = dict(policy_weights(model))
+    assert pushed.keys() == saved.keys()
+    assert all(torch.equal(pushed[k], saved[k]) for k in saved)
+
+    class Wrapped(torch.nn.Module):  # what DDP looks like from outside: the model under .module
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+
+    compile_blocks(model)
+    assert dict(policy_weights(Wrapped(model))).keys() == saved.keys()
