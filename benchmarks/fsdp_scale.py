@@ -300,8 +300,8 @@ def main() -> None:
             row.update(sft_row(res) if trainer == "sft" else ppo_row(res, mean_prompt_tokens(model, prompts, 64)))
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items()}), flush=True)
-            if not a.workdir:
-                shutil.rmtree(out / "checkpoints", ignore_errors=True)  # sharded 7B checkpoints fill the disk
+            for written in ("checkpoints", "model"):  # a 7B run writes ~135 GB of them: keep metrics and logs only
+                shutil.rmtree(out / written, ignore_errors=True)
     print()
     print(f"machine: {versions()}" + ("" if gpu else " (smoke: CPU, gloo; no memory figures)"))
     print_table(rows)
