@@ -163,7 +163,7 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
                 _stop(pid)
 
 
-def _stop(pid: int, grace_s: float = 10.0) -> None:
+def _stop(pid: int, grace_s: float = 3.0) -> None:  # no state worth saving: a temporary cluster
     try:
         os.kill(pid, 15)
     except ProcessLookupError:

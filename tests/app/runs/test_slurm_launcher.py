@@ -41,7 +41,7 @@ from tests.app.runs.test_worker_faults import (  # noqa: F401 - lab, tiny_model 
     wait_for,
 )
 from tests.factories import make_user
-from tests.slurm_cluster import SlurmCluster, missing_binaries, slurm_cluster
+from tests.slurm_cluster import SlurmCluster, free_port, missing_binaries, slurm_cluster
 
 pytest.importorskip("torch")
 
@@ -65,6 +65,8 @@ def slurm_lab(lab: Lab, slurm: SlurmCluster, monkeypatch) -> Lab:
     """A Lab whose workers reach the test cluster; CPU only, so gpus_per_node sets processes."""
     monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
     monkeypatch.setenv("RLHF_SLURM_REQUEST_GPUS", "false")
+    # The rendezvous port is this base + job id % 1000: a free one, not 29500 + n, which other tests' torchrun may hold.
+    monkeypatch.setenv("RLHF_SLURM_RDZV_PORT", str(min(free_port(), 60000)))
     # The job script runs this before srun: the worker's RLHF_* settings must not reach the job.
     monkeypatch.setenv("RLHF_SLURM_SETUP", 'echo "RLHF settings in the job: $(env | grep -c ^RLHF_ || true)"')
     return lab
