@@ -8,7 +8,8 @@ A checkpoint folder ``<out>/checkpoints/step-N/`` holds:
 - extra tensors (e.g. EMA weights) in ``extra.safetensors``.
 
 Under ``--fsdp`` (``sharded=``, see :mod:`trainers.sharding`) the model folders and optimizer
-files are replaced by ``sharded/`` (every process writes its shards) and ``optimizer.json``.
+files are replaced by ``sharded/`` (every process writes its shards) and ``optimizer.json``, and
+every process writes its own RNG state (``rng-rank-N.safetensors``).
 """
 
 from __future__ import annotations
@@ -125,13 +126,6 @@ def load_checkpoint(path: str | Path, optimizer: torch.optim.Optimizer, schedule
     if not (p / "state.json").is_file():
         raise TrainerError(f"not a checkpoint folder: {p}")
     state = json.loads((p / "state.json").read_text(encoding="utf-8"))
-    if sharded is not None:
-        sharded.load(p)
-    else:
-        meta = json.loads((p / "optimizer.json").read_text(encoding="utf-8"))
-        _optimizer_from_files(optimizer, load_file(str(p / "optimizer.safetensors")), meta)
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
     rng = load_file(str(p / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
     if torch.cuda.is_available():
@@ -140,6 +134,13 @@ def load_checkpoint(path: str | Path, optimizer: torch.optim.Optimizer, schedule
             torch.cuda.set_rng_state_all(cuda)
     a, b, c = state["python_rng"]
     random.setstate((a, tuple(b), c))
+    if sharded is not None:  # after rank 0's RNG: it restores each process's own RNG state
+        sharded.load(p)
+    else:
+        meta = json.loads((p / "optimizer.json").read_text(encoding="utf-8"))
+        _optimizer_from_files(optimizer, load_file(str(p / "optimizer.safetensors")), meta)
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
     if is_main():  # the run's log says where an attempt went on from
         print(f"resuming from checkpoint {p.name} (step {state['step']})", file=sys.stderr, flush=True)
     return state

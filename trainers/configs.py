@@ -158,6 +158,7 @@ class PPOConfig:
     keep_checkpoints: int = opt(2, help="checkpoints kept on disk")
     resume: bool = opt(True, help="continue from the latest checkpoint in out/checkpoints when there is one")
     dtype: str = opt("auto", help="auto (bf16 autocast on GPU, fp32 on CPU), float32, bfloat16")
+    fsdp: bool = opt(False, help="shard the policy, value, reference and reward models, gradients and optimizer state over the processes (FSDP2; launch with torchrun; rollout_batch_size and minibatch_size multiples of the process count); checkpoints are sharded")
     seed: int = opt(0, help="random seed")
     skip_bad_rows: bool = opt(False, help="skip malformed rows (counted and reported) instead of stopping")
 

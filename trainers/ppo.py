@@ -5,6 +5,12 @@ whitened advantages; clipped policy and value losses; plus ``ptx_coef`` (gamma) 
 language-modelling loss of a pretraining batch, accumulated into the same optimiser step
 (gamma = 0 is plain PPO; default 1, measured: docs/formats.md 'choosing gamma'); optional EMA of
 the policy weights.
+
+``--fsdp`` shards all four models over the processes (trainers/sharding.py): the policy and value
+model with their gradients and AdamW state, the frozen reference and RM without an optimizer
+(they are as large as the policy, so keeping them whole would cap the model size). Every process
+samples as many prompts (``rollout_batch_size`` and ``minibatch_size`` are multiples of the process
+count) and ``generate`` decodes in lock-step, so every process runs the same forward passes.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainers.checkpoint import latest_checkpoint, load_checkpoint, load_extra, save_checkpoint
@@ -31,6 +38,13 @@ from trainers.errors import ConfigError, DataError
 from trainers.losses import clipped_policy_loss, clipped_value_loss, masked_mean
 from trainers.models import load_causal_lm, load_scalar_model, load_tokenizer, pad_batch
 from trainers.rollout import RewardFn, add_advantages, make_rollout, policy_forward, rollout_stats, value_forward
+from trainers.sharding import ShardedState, check_resume, save_full_model, shard_model
+
+
+def place(model: nn.Module, device: torch.device, fsdp: bool) -> nn.Module:
+    """Onto the device, or under --fsdp sharded: FSDP moves one block at a time from the CPU, so a
+    process never holds a whole model on its GPU."""
+    return shard_model(model, device) if fsdp else model.to(device)
 
 
 def _scorer(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[Callable, Any]:
@@ -40,9 +54,10 @@ def _scorer(cfg: PPOConfig, reward_fn: RewardFn | None, device) -> tuple[Callabl
         raise ConfigError("missing required option: --reward-model")
     from trainers.reward import score_texts
 
-    rm = load_scalar_model(cfg.reward_model).to(device).eval()
+    rm = load_scalar_model(cfg.reward_model).eval()
     for p in rm.parameters():
         p.requires_grad_(False)
+    place(rm, device, cfg.fsdp)
     rm_tok = load_tokenizer(cfg.reward_model)
     return (lambda msgs, ptexts, texts: score_texts(rm, rm_tok, msgs, texts, device)), (rm, rm_tok)
 
@@ -101,9 +116,19 @@ def hold_out_documents(docs: list[list[int]], n: int) -> tuple[list[list[int]], 
     return docs[:-k], docs[-k:]
 
 
+def check_fsdp_batches(cfg: PPOConfig, world: int) -> None:
+    """Under --fsdp every process samples and trains on as many episodes (equal forward passes)."""
+    for name in ("rollout_batch_size", "minibatch_size"):
+        if getattr(cfg, name) % world:
+            raise ConfigError(f"--fsdp: {name} ({getattr(cfg, name)}) must be a multiple of the number of "
+                              f"processes ({world}): every process runs as many forward passes")
+
+
 def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
     """Run PPO-ptx. ``reward_fn(prompts, responses) -> scores`` replaces the RM (scripted rewards)."""
     rank, world, device = init_distributed()
+    if cfg.fsdp:
+        check_fsdp_batches(cfg, world)
     check_engine(cfg.engine)  # --engine vllm without vllm or a GPU: say so before anything is loaded
     set_seed(cfg.seed)
     out = Path(cfg.out)
@@ -126,21 +151,27 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
     score_fn, rm = _scorer(cfg, reward_fn, device)
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
-    policy = load_causal_lm(str(resume_from / "policy") if resume_from else cfg.policy).to(device).train()
-    ref = load_causal_lm(cfg.policy).to(device).eval()
+    check_resume(resume_from, cfg.fsdp)
+    saved = resume_from if resume_from and not cfg.fsdp else None  # --fsdp: sharded weights, loaded after sharding
+    policy = place(load_causal_lm(str(saved / "policy") if saved else cfg.policy).train(), device, cfg.fsdp)
+    ref = load_causal_lm(cfg.policy).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
-    value = load_scalar_model(str(resume_from / "value") if resume_from else _value_source(cfg, tok, rm)).to(device).train()
-    d_policy = DDP(policy) if world > 1 else policy
-    d_value = DDP(value) if world > 1 else value
+    ref = place(ref, device, cfg.fsdp)
+    value = place(load_scalar_model(str(saved / "value") if saved else _value_source(cfg, tok, rm)).train(),
+                  device, cfg.fsdp)
+    d_policy = DDP(policy) if world > 1 and not cfg.fsdp else policy
+    d_value = DDP(value) if world > 1 and not cfg.fsdp else value
     optim = torch.optim.AdamW([{"params": list(policy.parameters()), "lr": cfg.lr},
                                {"params": list(value.parameters()), "lr": cfg.value_lr}], fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
     ema = {k: v.detach().clone().float() for k, v in policy.state_dict().items()} if cfg.ema_decay > 0 else None
+    # under --fsdp the policy, value, optimizer and EMA (sharded like the policy) go to sharded/
+    sharded = ShardedState(nn.ModuleDict({"policy": policy, "value": value}), optim, ema) if cfg.fsdp else None
     step = 0
     if resume_from:
-        step = load_checkpoint(resume_from, optim, sched)["step"]
-        if ema is not None:
+        step = load_checkpoint(resume_from, optim, sched, sharded)["step"]
+        if ema is not None and not cfg.fsdp:
             ema.update({k[4:]: v.to(device) for k, v in load_extra(resume_from).items() if k.startswith("ema.")})
     metrics = Metrics(out, resume=resume_from is not None)
     if resume_from:
@@ -159,14 +190,18 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
         if valid_p:
             engine.load_weights(policy)
             mine = shard(valid_p, rank, world)
+            n_mine = len(mine)
+            if cfg.fsdp:  # as many prompts on every process (equal passes): copies of the first, weighted 0
+                mine = mine + valid_p[:1] * (-(-len(valid_p) // world) - n_mine)
             if mine:
                 r, _ = make_rollout(policy, ref, value, tok, [p.messages for p in mine], [p.text for p in mine],
                                     score_fn, cfg, device, ac, engine)
-                s = r.scores.double().sum()
-                kl = ((r.logprobs - r.ref_logprobs) * r.rmask).sum(-1).double().sum()
+                w = (torch.arange(len(mine), device=device) < n_mine).double()
+                s = (r.scores.double() * w).sum()
+                kl = (((r.logprobs - r.ref_logprobs) * r.rmask).sum(-1).double() * w).sum()
             else:
                 s = kl = torch.zeros((), dtype=torch.float64, device=device)
-            tot = all_reduce_sum(torch.stack([s, kl, torch.tensor(float(len(mine)), dtype=torch.float64, device=device)]))
+            tot = all_reduce_sum(torch.stack([s, kl, torch.tensor(float(n_mine), dtype=torch.float64, device=device)]))
             vals.update({"eval/reward": float(tot[0] / tot[2]), "eval/kl": float(tot[1] / tot[2])})
         if eval_pre:
             vals["eval/ptx_loss"] = pretrain_loss(policy, eval_pre, tok.pad_token_id, device, dtype)
@@ -247,9 +282,10 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             evaluate(step)
         if (cfg.save_every and step % cfg.save_every == 0) or step == end:
-            extra = {f"ema.{k}": v for k, v in ema.items()} if ema is not None else None
-            save_checkpoint(ckpt_dir, {"policy": policy, "value": value}, optim, sched, step, {"config": cfg.__dict__},
-                            tokenizer=tok, extra_tensors=extra, keep_last=cfg.keep_checkpoints)
+            extra = {f"ema.{k}": v for k, v in ema.items()} if ema is not None and not cfg.fsdp else None
+            save_checkpoint(ckpt_dir, {} if sharded else {"policy": policy, "value": value}, optim, sched, step,
+                            {"config": cfg.__dict__}, tokenizer=tok, extra_tensors=extra,
+                            keep_last=cfg.keep_checkpoints, sharded=sharded)
     bar.close()
     result: dict[str, Any] = {"steps": step, "finished": step >= cfg.steps, "input": report.summary(),
                               "train_prompts": len(train_p), "eval_prompts": len(valid_p)}
@@ -257,7 +293,10 @@ def train_ppo(cfg: PPOConfig, reward_fn: RewardFn | None = None) -> dict[str, An
         result["pretrain_input"] = pre_report.summary()
         result["pretrain_documents"] = len(pre_ids)
         result["pretrain_heldout_documents"] = len(eval_pre) if eval_pre is not pre_ids else 0
-    if is_main() and step >= cfg.steps:
+    if cfg.fsdp and step >= cfg.steps:  # gathered on rank 0 (every process takes part)
+        save_full_model(policy, tok, out / "model", ema)
+        result.update({"model": str(out / "model"), **({"ema": cfg.ema_decay} if ema is not None else {})})
+    elif is_main() and step >= cfg.steps:
         final = out / "model"
         shutil.rmtree(final, ignore_errors=True)
         to_save = policy

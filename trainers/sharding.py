@@ -11,6 +11,10 @@ with the model and optimizer tensors written by every process through
 JSON in the safetensors headers: nothing is pickled), plus ``optimizer.json`` (param groups).
 A checkpoint can be resumed on another number of processes (DCP reshards on load).
 The final model is gathered on rank 0 and saved as an ordinary transformers folder.
+
+A sharded model is marked as FSDP-managed for transformers, so ``generate`` runs with
+``synced_gpus``: a process whose samples have all ended keeps running (idle) forward passes until
+every process is done, as each pass all-gathers the blocks' weights.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
 from torch.distributed.checkpoint.state_dict import (
@@ -31,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
 
 from trainers.common import is_main
 from trainers.errors import TrainerError
@@ -56,6 +62,7 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    model._is_fsdp_managed_module = True  # transformers' generate then decodes in lock-step (synced_gpus)
     return model
 
 
@@ -77,9 +84,13 @@ def check_resume(checkpoint: Path | None, fsdp: bool) -> None:
                            "(on any number of processes), or start a new run folder")
 
 
-def save_full_model(model: nn.Module, tok: Any, path: Path) -> None:
-    """Gather the full weights on rank 0 and save an ordinary transformers folder (collective)."""
-    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+def save_full_model(model: nn.Module, tok: Any, path: Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Gather the full weights on rank 0 and save an ordinary transformers folder (collective).
+    ``weights`` (sharded tensors under the model's names, e.g. PPO's EMA) replace the model's own."""
+    if weights is None:
+        sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:  # full_tensor() all-gathers each one on every process
+        sd = {k: (v.full_tensor() if isinstance(v, DTensor) else v).cpu() for k, v in weights.items()}
     if is_main():
         hf = getattr(model, "hf", model)  # a ScalarHeadModel saves its transformers model
         prefix = "hf." if hf is not model else ""
@@ -96,13 +107,21 @@ def save_full_model(model: nn.Module, tok: Any, path: Path) -> None:
 
 
 class ShardedState:
-    """Save / load a sharded model and its optimizer into a checkpoint folder (every process)."""
+    """Save / load a sharded model and its optimizer into a checkpoint folder (every process).
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
-        self.model, self.optimizer = model, optimizer
+    ``model`` may be a container of several sharded models trained by one optimizer (PPO's
+    ``nn.ModuleDict(policy=..., value=...)``); ``extra`` is a dict of further sharded tensors (PPO's
+    EMA weights), saved under ``extra.<name>`` and restored into that dict. Each process also keeps
+    its own RNG state (``rng-rank-N.safetensors``): processes that sample different data consume
+    their generators differently, and rank 0's ``rng.safetensors`` holds only its own."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 extra: dict[str, torch.Tensor] | None = None):
+        self.model, self.optimizer, self.extra = model, optimizer, extra
 
     def _flat(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {f"model.{k}": v for k, v in get_model_state_dict(self.model).items()}
+        tensors.update({f"extra.{k}": v for k, v in (self.extra or {}).items()})
         osd = get_optimizer_state_dict(self.model, self.optimizer)  # initialises empty AdamW state
         for fqn, st in osd["state"].items():
             for key, val in st.items():
@@ -112,6 +131,10 @@ class ShardedState:
     def save(self, folder: Path) -> None:
         tensors, osd = self._flat()
         dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(str(folder / "sharded"), save_distributed=True))
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["torch_cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, str(folder / f"rng-rank-{dist.get_rank()}.safetensors"))
         if is_main():
             (folder / "optimizer.json").write_text(json.dumps({"param_groups": osd["param_groups"]}), encoding="utf-8")
 
@@ -122,8 +145,16 @@ class ShardedState:
         tensors, osd = self._flat()
         dcp.load(tensors, storage_reader=HuggingFaceStorageReader(str(folder / "sharded")))  # in place
         set_model_state_dict(self.model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        for k in self.extra or {}:
+            self.extra[k] = tensors[f"extra.{k}"]
         for fqn, st in osd["state"].items():
             for key in st:
                 st[key] = tensors[f"optim.{fqn}.{key}"]
         osd["param_groups"] = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))["param_groups"]
         set_optimizer_state_dict(self.model, self.optimizer, osd)
+        rng_file = folder / f"rng-rank-{dist.get_rank()}.safetensors"
+        if rng_file.is_file():  # absent for ranks a resharded resume adds: they keep rank 0's state
+            rng = load_file(str(rng_file))
+            torch.set_rng_state(rng["torch_cpu"])
+            if "torch_cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["torch_cuda"])
