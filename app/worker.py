@@ -47,14 +47,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import unit_of_work, utcnow
 from app.errors import AppError
-from app.launchers import Ended, FolderBusy, Job, Launcher, LaunchError, Trainer, make_launcher
+from app.launchers import STOP_GRACE_S, Ended, FolderBusy, Job, Launcher, LaunchError, Trainer, make_launcher
 from app.runs import launch
 from app.runs import service as runs
 from app.runs.models import Run, RunStatus
 from app.runs.trainer_output import MetricsTail, clean_log, log_tail  # noqa: F401 - clean_log: part of this module's API
 
 BAD_INPUT_EXIT = 2  # trainers/cli.py: a TrainerError (bad config or data); retrying cannot help
-STOP_GRACE_S = 30.0  # a stopped trainer gets this long to exit after SIGTERM (or scancel), then SIGKILL
 LOCK_WAIT_S = 30.0  # how long a worker waits for an earlier attempt's trainer to let go of a run folder
 FORGET_WORKERS_AFTER_S = 24 * 3600  # rows of workers killed without a clean exit
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+STOP_GRACE_S = 30.0  # a stopped trainer gets this long to exit (SIGTERM, scancel), then it is killed
+
 
 class LaunchError(RuntimeError):
     """The trainer could not be started (e.g. sbatch refused the job); the attempt counts and

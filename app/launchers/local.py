@@ -19,9 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import IO
 
-from app.launchers import Ended, Job, LaunchError
-
-STOP_GRACE_S = 30.0  # a stopped trainer gets this long to exit after SIGTERM, then SIGKILL
+from app.launchers import STOP_GRACE_S, Ended, Job, LaunchError
 
 _PR_SET_PDEATHSIG = 1
 # Loaded here, not in the forked child: a child of a threaded parent should only make syscalls.

@@ -40,10 +40,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-from app.launchers import Ended, FolderBusy, Job, LaunchError, LauncherUnavailable
+from app.launchers import STOP_GRACE_S, Ended, FolderBusy, Job, LaunchError, LauncherUnavailable
 
 REQUIRED = ("sbatch", "scontrol", "scancel")
-STOP_GRACE_S = 30.0  # after scancel, how long the job gets to leave before it is killed (scancel -s KILL)
 LEFTOVER_WAIT_S = 30.0  # how long a new attempt waits for an earlier attempt's cancelled job to end
 COMMAND_TIMEOUT_S = 60.0
 
@@ -154,8 +153,8 @@ class SlurmLauncher:
             "# (app/launchers/slurm.py); the trainers write into this folder, never into the database.",
             *(f"#SBATCH {option}" for option in options),
             *([f"# sbatch options from RLHF_SLURM_SBATCH_ARGS: {shlex.join(self.sbatch_args)}"] if self.sbatch_args else []),
+            *([self.setup.strip()] if self.setup.strip() else []),  # before set -u: module scripts use unset variables
             "set -euo pipefail",
-            *([self.setup.strip()] if self.setup.strip() else []),
             "export PYTHONUNBUFFERED=1",
             'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
             f"port=$(( {self.rdzv_port} + SLURM_JOB_ID % 1000 ))",
