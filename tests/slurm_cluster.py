@@ -157,25 +157,24 @@ def slurm_cluster(root: Path) -> Iterator[SlurmCluster]:
               30, "the node to be idle", root)
         yield cluster
     finally:
-        for name in ("slurmd", "slurmctld", "munged"):
-            pid = cluster.pids.get(name)
-            if pid:
-                _stop(pid)
+        _stop([pid for pid in cluster.pids.values() if pid])
 
 
-def _stop(pid: int, grace_s: float = 3.0) -> None:  # no state worth saving: a temporary cluster
+def _signal(pid: int, sig: int) -> bool:
     try:
-        os.kill(pid, 15)
+        os.kill(pid, sig)
+        return True
     except ProcessLookupError:
-        return
+        return False
+
+
+def _stop(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGTERM the daemons this fixture started (by pid), SIGKILL what is left after ``grace_s``:
+    a temporary cluster has no state worth saving."""
+    alive = [pid for pid in pids if _signal(pid, 15)]
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
+        alive = [pid for pid in alive if _signal(pid, 0)]
+    for pid in alive:
+        _signal(pid, 9)
