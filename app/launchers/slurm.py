@@ -34,6 +34,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,13 @@ def slurm_env() -> dict[str, str]:
     trainers never touch the database) and without the variables of a Slurm job it may run in."""
     return {k: v for k, v in os.environ.items()
             if not k.startswith("RLHF_") and not (k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "SLURM_CONF")}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def _first_line(text: str) -> str:
@@ -220,8 +228,10 @@ class SlurmTrainer:
         head = f"Slurm job {self.job_id} ended {self.state}"
         if self.state == "COMPLETED":
             return Ended(0, f"{head}: trainer exited with code 0")
-        if self.state == "FAILED" and sig not in ("", "0"):
-            return Ended(None, f"{head}: trainer killed by signal {sig}")
+        if self.state == "FAILED" and sig.isdigit() and sig != "0":
+            return Ended(None, f"{head}: trainer killed by signal {_signal_name(int(sig))}")
+        if self.state == "FAILED" and code.isdigit() and int(code) > 128:  # srun: a task killed by signal N exits 128 + N
+            return Ended(None, f"{head}: trainer killed by signal {_signal_name(int(code) - 128)}")
         if self.state == "FAILED" and code.isdigit():
             return Ended(int(code), f"{head}: trainer exited with code {code}")
         return Ended(None, f"{head}: {ENDED[self.state]}")

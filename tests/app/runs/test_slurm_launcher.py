@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from app.db import unit_of_work
+from app.launchers import Job
 from app.launchers.slurm import SlurmLauncher, SlurmTrainer
 from app.runs import service
 from app.runs.models import RunStatus
@@ -203,6 +204,48 @@ def test_a_job_left_behind_by_an_earlier_attempt_is_cancelled_before_a_new_one_a
     ended = SlurmTrainer(launcher, running).stop_and_wait()
     assert slurm.job_state(running) == "CANCELLED"
     assert ended.code is None and ended.reason.startswith(f"Slurm job {running} ended CANCELLED")
+
+
+@needs_slurm
+def test_how_a_job_ends_is_what_the_worker_acts_on(slurm, tmp_path, monkeypatch):
+    """Exit statuses pass through srun and Slurm: 0 records the output, 2 (bad config or data)
+    fails the run at once, anything else is retried."""
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    launcher = SlurmLauncher()
+
+    def end_of(command: str) -> tuple[int | None, str]:
+        script = tmp_path / "job.sh"
+        script.write_text(f"#!/bin/bash\nexec srun bash -c {command!r}\n")
+        job = slurm.run("sbatch", "--parsable", "--no-requeue", f"--output={tmp_path / 'out.log'}", str(script)).stdout.strip()
+        trainer = SlurmTrainer(launcher, job)
+        ended = wait_for(trainer.poll, 30, f"job {job} to end", interval=0.3)
+        return ended.code, ended.reason.replace(f"job {job} ", "job N ")
+
+    assert end_of("true") == (0, "Slurm job N ended COMPLETED: trainer exited with code 0")
+    assert end_of("exit 2") == (2, "Slurm job N ended FAILED: trainer exited with code 2")
+    assert end_of("kill -9 $$") == (None, "Slurm job N ended FAILED: trainer killed by signal SIGKILL")  # retried
+
+
+def test_a_multi_node_job_script_runs_torchrun_on_every_node_with_the_cluster_settings(tmp_path):
+    folder = tmp_path / "runs" / "7"
+    job = Job(run_id=7, kind="ppo", name="wide\nrun", nodes=4, gpus_per_node=8, config=folder / "run_config.json",
+              folder=folder, attempt="attempt 2 of 3")
+    launcher = SlurmLauncher(partition="gpu", account="alignment", time_limit="1-00:00:00", cpus_per_task=32,
+                             sbatch_args="--qos=high --constraint=a100", setup="module load cuda", python="/shared/venv/bin/python",
+                             rdzv_port=31000)
+    script = launcher.script(job)
+    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8", "#SBATCH --cpus-per-task=32",
+                 "#SBATCH --partition=gpu", "#SBATCH --account=alignment", "#SBATCH --time=1-00:00:00",
+                 "#SBATCH --no-requeue", f"#SBATCH --output={folder / 'trainer.log'}", "#SBATCH --open-mode=append",
+                 "port=$(( 31000 + SLURM_JOB_ID % 1000 ))", "module load cuda",
+                 "exec srun --kill-on-bad-exit=1 --nodes=4 --ntasks-per-node=1 \\\n    /shared/venv/bin/python -m torch.distributed.run "
+                 "--nnodes=4 --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=\"$head_node:$port\" "
+                 f"--rdzv-id=\"$SLURM_JOB_ID\" -m trainers ppo --config {folder / 'run_config.json'}"):
+        assert line in script, line
+    assert "'wide run'" in script and script.index("module load cuda") < script.index("set -euo pipefail")
+    assert launcher.sbatch_args == ["--qos=high", "--constraint=a100"]  # on sbatch's command line
+    cpu = SlurmLauncher(request_gpus=False).script(job)
+    assert "--gpus-per-node" not in cpu and "--nproc-per-node=8" in cpu
 
 
 def test_a_slurm_worker_without_sbatch_stops_at_start_with_a_clear_error(tmp_path):
