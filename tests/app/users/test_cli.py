@@ -131,13 +131,17 @@ def test_demo_serves_a_page_where_the_printed_admin_creates_a_labeler_who_signs_
     try:
         output = ""
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
+        deadline = time.time() + 300  # the demo builds its data first; generous for a loaded CI machine
         while time.time() < deadline:
             line = proc.stdout.readline()
             output += line
             if "labeler" in line and line.strip().startswith("labeler"):
                 break
-        admin_password = re.search(r"^\s+admin\s+admin\s+(\S+)$", output, re.M).group(1)
+            if not line and proc.poll() is not None:
+                break
+        found = re.search(r"^\s+admin\s+admin\s+(\S+)$", output, re.M)
+        assert found, f"rlhf demo did not print the admin's password (exit code {proc.poll()}):\n{output[-3000:]}"
+        admin_password = found.group(1)
         for _ in range(100):
             try:
                 httpx.get(base + "/login", timeout=1)
