@@ -16,7 +16,6 @@ What it sets up, each step skipped when already there (the demo can be restarted
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import io
 import os
@@ -34,6 +33,7 @@ import typer
 from sqlalchemy import select
 
 from app.config import REPO_ROOT, Settings
+from app.launchers.local import die_with
 
 TINY_NAME = "tiny-base"
 TINY_FOLDER = Path("models") / TINY_NAME  # under the artifact folder
@@ -210,24 +210,6 @@ def seed_training(settings: Settings, factory, echo: Callable[[str], None] = typ
 
 # ---------------------------------------------------------------- the worker beside the server
 
-_PR_SET_PDEATHSIG = 1
-# Loaded here, not in the forked child (which should only make syscalls).
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _die_with(parent_pid: int) -> Callable[[], None]:
-    """preexec_fn: the kernel sends the child SIGTERM when the demo dies, however it dies. If the
-    demo died between fork and prctl, the signal would never come, so the child checks and exits."""
-
-    def preexec() -> None:
-        if _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
-
-
 @dataclass
 class DemoWorker:
     process: subprocess.Popen
@@ -245,7 +227,7 @@ class DemoWorker:
             process = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "worker", "--poll", str(WORKER_POLL_S)],
                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 - forked from the main thread
+                start_new_session=True, preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 - forked from the main thread
             )
         return cls(process, log_path)
 

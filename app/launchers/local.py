@@ -26,7 +26,7 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _die_with(parent_pid: int) -> Callable[[], None]:
+def die_with(parent_pid: int) -> Callable[[], None]:
     """A preexec_fn that makes the kernel send SIGTERM to the child when its parent dies.
 
     The parent is the thread that forked, so the worker forks from its main thread. If the
@@ -55,7 +55,7 @@ def start_trainer(command: list[str], log: IO[bytes], lock) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        pass_fds=(lock.fd,), preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 - it only calls prctl and getppid
+        pass_fds=(lock.fd,), preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 - it only calls prctl and getppid
     )
     lock.record(process.pid)
     return process
