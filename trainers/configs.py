@@ -79,9 +79,7 @@ class SFTConfig:
             raise ConfigError("epochs, batch_size and micro_batch_size must be at least 1")
         if not 0 <= self.residual_dropout < 1:
             raise ConfigError("residual_dropout must be in [0, 1)")
-        if self.fsdp and self.reward_model:
-            raise ConfigError("--fsdp does not support --reward-model yet (greedy validation responses "
-                              "differ in length across processes); drop one of them")
+
 
 @dataclass
 class RMConfig:

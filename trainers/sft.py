@@ -247,11 +247,18 @@ def validation_rm_score(model, tok, rm, rm_tok, rows: list[SFTExample], cfg: SFT
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     mine = shard(rows, rank, world)
+    bs = cfg.micro_batch_size
+    # under FSDP every generate step gathers the blocks' weights: every process makes as many calls
+    # (a process with no rows left samples its first row again and counts nothing), and transformers
+    # keeps the calls' decode steps in lock-step (synced_gpus, see trainers/sharding.py)
+    calls = fsdp_micro_batches(len(rows), world, bs) if is_sharded(model) else 0
     total = torch.zeros(2, device=device, dtype=torch.float64)
-    for s in range(0, len(mine), cfg.micro_batch_size):
-        chunk = mine[s:s + cfg.micro_batch_size]
-        prompts = [ex.messages[:-1] for ex in chunk]
+    for s in range(0, max(len(mine), calls * bs), bs):
+        chunk = mine[s:s + bs]
+        prompts = [ex.messages[:-1] for ex in chunk or rows[:1]]
         samples = sample_responses(model, tok, prompts, cfg.valid_max_new_tokens, 0.0, device)
+        if not chunk:
+            continue
         texts = [decode_response(tok, x.response_ids) for x in samples]
         scores = score_texts(rm, rm_tok, prompts, texts, device, cfg.max_length)
         total[0] += scores.double().sum()

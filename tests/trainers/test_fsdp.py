@@ -90,6 +90,27 @@ def test_fsdp_final_model_loads_with_from_pretrained(runs):
     assert (root / "fsdp" / "model" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
+def test_fsdp_sft_validation_by_reward_model_matches_one_process(runs, tiny_dir, tmp_path):
+    """--reward-model scores greedy responses to the validation prompts: 5 rows split 3/2, so one
+    process makes an idle generate call to keep the sharded model's collectives in step."""
+    from trainers.models import load_scalar_model, load_tokenizer
+
+    _, data = runs
+    torch.manual_seed(0)
+    rm = tmp_path / "rm"
+    load_scalar_model(str(tiny_dir)).save_pretrained(rm)
+    load_tokenizer(str(tiny_dir)).save_pretrained(rm)
+    args = {**ARGS, "epochs": 1}
+    train_sft(SFTConfig(model=str(tiny_dir), data=str(data), out=str(tmp_path / "one"), reward_model=str(rm),
+                        valid_max_new_tokens=6, **args))
+    _fsdp_run(tiny_dir, data, tmp_path / "fsdp", "--reward-model", str(rm), "--valid-max-new-tokens", "6", args=args)
+    one, two = _series(tmp_path / "one", "valid/rm_score"), _series(tmp_path / "fsdp", "valid/rm_score")
+    assert len(one) == len(two) == 1
+    assert two == pytest.approx(one, rel=1e-4)
+    assert _series(tmp_path / "fsdp") == pytest.approx(_series(tmp_path / "one"), rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def stopped(runs, tiny_dir):
     """An --fsdp run stopped by --max-steps 4 (mid-epoch 2): its last checkpoint is step 4."""
