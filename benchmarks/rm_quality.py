@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -194,14 +195,16 @@ def mcnemar_p(b: int, c: int) -> float:
 
 
 def paired_bootstrap(a: list[int], b: list[int], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% CI of mean(a) - mean(b) over the same items, resampling the items."""
+    return mean_bootstrap([x - y for x, y in zip(a, b)], reps, seed)
+
+
+def mean_bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of the mean of ``values``."""
     rng = random.Random(seed)
-    n = len(a)
-    diffs = []
-    for _ in range(reps):
-        idx = [rng.randrange(n) for _ in range(n)]
-        diffs.append(sum(a[i] - b[i] for i in idx) / n)
-    diffs.sort()
-    return diffs[int(0.025 * reps)], diffs[int(0.975 * reps) - 1]
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
 
 
 def pair_lengths(backbone: str, pairs: list[dict], max_length: int) -> list[bool]:
@@ -238,6 +241,9 @@ def main() -> None:
                          "final_lr_ratio=0 micro_batch_size=16 (default: its own, 8 pairs per forward pass "
                          "with gradient accumulation; TRL does all --batch pairs in one pass)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time, each its own process (e.g. --jobs 2 --threads 1 on 2 cores); every run "
+                         "still measures its own CPU time and peak memory, but its wall time shares the machine")
     ap.add_argument("--json", help="also write every run's numbers here")
     a = ap.parse_args()
 
@@ -261,23 +267,27 @@ def main() -> None:
         ours_options[key] = json.loads(value) if value not in ("",) else None
 
     settings = [(e, lr) for e in a.epochs for lr in a.lr]
-    results: dict[tuple, dict] = {}  # (trainer, epochs, lr, seed) -> run
+    results: dict[tuple, dict]  # (trainer, epochs, lr, seed) -> run
     with tempfile.TemporaryDirectory(prefix="rm_quality_") as tmp_name:
         tmp = Path(tmp_name)
         train_file = tmp / "train.jsonl"
         train_file.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
-        for epochs, lr in settings:
-            for seed in a.seeds:
-                for kind in a.trainers:
-                    name = f"{kind}-e{epochs}-lr{lr:g}-s{seed}"
-                    spec = {"backbone": backbone, "train_file": str(train_file), "heldout": heldout, "epochs": epochs,
-                            "lr": lr, "batch": a.batch, "max_length": a.max_length, "seed": seed, "threads": a.threads,
-                            "out": str(tmp / name), "ours_options": ours_options}
-                    r = run_child(kind, spec, tmp, name)
-                    r["correct"] = [int(c > j) for c, j in r.pop("scores")]
-                    results[(kind, epochs, lr, seed)] = r
-                    print(f"  {kind} epochs {epochs} lr {lr:g} seed {seed}: accuracy {acc(r['correct']):.3f}, "
-                          f"{r['process_wall_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        runs = [(kind, epochs, lr, seed) for epochs, lr in settings for seed in a.seeds for kind in a.trainers]
+
+        def one(key: tuple) -> dict:
+            kind, epochs, lr, seed = key
+            name = f"{kind}-e{epochs}-lr{lr:g}-s{seed}"
+            spec = {"backbone": backbone, "train_file": str(train_file), "heldout": heldout, "epochs": epochs,
+                    "lr": lr, "batch": a.batch, "max_length": a.max_length, "seed": seed, "threads": a.threads,
+                    "out": str(tmp / name), "ours_options": ours_options}
+            r = run_child(kind, spec, tmp, name)
+            r["correct"] = [int(c > j) for c, j in r.pop("scores")]
+            print(f"  {kind} epochs {epochs} lr {lr:g} seed {seed}: accuracy {acc(r['correct']):.3f}, "
+                  f"{r['process_wall_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            return r
+
+        with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:  # threads only wait on child processes
+            results = dict(zip(runs, pool.map(one, runs)))
 
     print()
     print(f"| trainer | epochs | lr | seed | accuracy | fits {a.max_length} ({sum(fits)}) | over ({len(fits) - sum(fits)}) | "
@@ -300,6 +310,13 @@ def main() -> None:
                 lo, hi = paired_bootstrap(o, t, seed=seed)
                 print(f"| {epochs} | {lr:g} | {seed} | {acc(o) - acc(t):+.3f} | [{lo:+.3f}, {hi:+.3f}] | {b} | {c} | "
                       f"{mcnemar_p(b, c):.3f} |")
+            if len(a.seeds) > 1:  # each held-out pair's difference averaged over the seeds, then bootstrapped
+                per_pair = [statistics.mean(results[("ours", epochs, lr, s)]["correct"][i]
+                                            - results[("trl", epochs, lr, s)]["correct"][i] for s in a.seeds)
+                            for i in range(len(heldout))]
+                lo, hi = mean_bootstrap(per_pair)
+                print(f"| {epochs} | {lr:g} | mean of {len(a.seeds)} | {statistics.mean(per_pair):+.3f} | "
+                      f"[{lo:+.3f}, {hi:+.3f}] | | | |")
     print()
     print("| trainer | epochs | lr | mean held-out accuracy over the seeds |")
     print("|---|---:|---:|---:|")

@@ -93,6 +93,32 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return nullcontext()
 
 
+def release_freed_memory(device: torch.device) -> bool:
+    """Give the memory that freed CPU tensors left in glibc's heap back to the OS (``malloc_trim``).
+
+    Training passes of varying widths (length-sorted micro-batches) free activation buffers of
+    many sizes; glibc keeps them, fragmented, and the process's resident memory grows with each
+    new width. Called once per optimiser step on CPU. Returns whether anything was called (not on
+    a GPU, where activations live in CUDA memory, nor without glibc)."""
+    global _malloc_trim
+    if device.type != "cpu":
+        return False
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+            _malloc_trim = False
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+_malloc_trim: Any = None
+
+
 # ---------------------------------------------------------------- schedules
 
 

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainers.common import (
     Metrics, all_reduce_sum, autocast, cosine_lr_lambda, init_distributed, is_main, progress,
-    resolve_dtype, set_seed, shard,
+    release_freed_memory, resolve_dtype, set_seed, shard,
 )
 from trainers.config import write_config
 from trainers.configs import RMConfig
@@ -216,6 +216,7 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
+        release_freed_memory(device)  # CPU: varying pass widths fragment glibc's heap
         step += 1
         stats = all_reduce_sum(stats)
         loss = float(stats[0] / len(batch))

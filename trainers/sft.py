@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainers.common import (
     Metrics, all_reduce_sum, autocast, cosine_lr_lambda, init_distributed, is_main, progress,
-    resolve_dtype, set_seed, shard,
+    release_freed_memory, resolve_dtype, set_seed, shard,
 )
 from trainers.config import write_config
 from trainers.configs import SFTConfig
@@ -179,6 +179,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
+        release_freed_memory(device)  # CPU: varying pass widths fragment glibc's heap
         step += 1
         loss, gnorm = torch.stack([all_reduce_sum(loss_sum) / max(1, n_resp), gnorm.double()]).tolist()  # one sync
         metrics.log(step, {"train/loss": loss, "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(gnorm),
