@@ -160,9 +160,11 @@ def train_rm(cfg: RMConfig) -> dict[str, Any]:
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
     check_resume(resume_from, cfg.fsdp)
-    # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py)
+    # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py);
+    # under --fsdp the model stays on the CPU until sharding moves one block at a time to the device
     model = load_scalar_model(str(resume_from / "rm") if resume_from and not cfg.fsdp else cfg.model,
-                              dropout=cfg.dropout).to(device)
+                              dropout=cfg.dropout)
+    model = model if cfg.fsdp else model.to(device)
     model.set_bias(0.0)
     model.set_max_length(cfg.max_length)
     model.train()

@@ -107,9 +107,11 @@ def train_sft(cfg: SFTConfig) -> dict[str, Any]:
     ckpt_dir = out / "checkpoints"
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume else None
     check_resume(resume_from, cfg.fsdp)
-    # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py)
+    # an --fsdp checkpoint holds sharded weights, loaded after sharding (trainers/sharding.py);
+    # under --fsdp the model stays on the CPU until sharding moves one block at a time to the device
     model = load_causal_lm(str(resume_from / "policy") if resume_from and not cfg.fsdp else cfg.model,
-                           attn_implementation="sdpa" if device.type == "cuda" else None).to(device)
+                           attn_implementation="sdpa" if device.type == "cuda" else None)
+    model = model if cfg.fsdp else model.to(device)
     apply_residual_dropout(model, cfg.residual_dropout)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
