@@ -240,6 +240,9 @@ def main() -> None:
                     help="extra options for our trainer (RMConfig fields, JSON values), e.g. dropout=0.1 "
                          "final_lr_ratio=0 micro_batch_size=16 (default: its own, 8 pairs per forward pass "
                          "with gradient accumulation; TRL does all --batch pairs in one pass)")
+    ap.add_argument("--ours-drop-long", action="store_true",
+                    help="our trainer trains only on the pairs that fit --max-length, as TRL does, instead of "
+                         "truncating the long ones (to measure which of the two is better)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs at a time, each its own process (e.g. --jobs 2 --threads 1 on 2 cores); every run "
@@ -272,15 +275,20 @@ def main() -> None:
         tmp = Path(tmp_name)
         train_file = tmp / "train.jsonl"
         train_file.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
+        fit_file = tmp / "train-fits.jsonl"
+        fit_file.write_text("".join(json.dumps(r) + "\n" for r, f in zip(train, train_fits) if f), encoding="utf-8")
         runs = [(kind, epochs, lr, seed) for epochs, lr in settings for seed in a.seeds for kind in a.trainers]
 
         def one(key: tuple) -> dict:
             kind, epochs, lr, seed = key
             name = f"{kind}-e{epochs}-lr{lr:g}-s{seed}"
-            spec = {"backbone": backbone, "train_file": str(train_file), "heldout": heldout, "epochs": epochs,
+            drop = kind == "ours" and a.ours_drop_long
+            spec = {"backbone": backbone, "train_file": str(fit_file if drop else train_file), "heldout": heldout, "epochs": epochs,
                     "lr": lr, "batch": a.batch, "max_length": a.max_length, "seed": seed, "threads": a.threads,
                     "out": str(tmp / name), "ours_options": ours_options}
             r = run_child(kind, spec, tmp, name)
+            if drop:
+                r["trained_on"] = sum(train_fits)
             r["correct"] = [int(c > j) for c, j in r.pop("scores")]
             print(f"  {kind} epochs {epochs} lr {lr:g} seed {seed}: accuracy {acc(r['correct']):.3f}, "
                   f"{r['process_wall_s']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
